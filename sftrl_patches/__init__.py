@@ -1,0 +1,58 @@
+"""Version-gated, fingerprint-checked fixes for silent bugs in LLM post-training stacks.
+
+Importing this module arms a stdlib-only import hook: each patch applies right after its
+target module executes (at once if it is already imported). It imports no third-party module.
+Switches: SFTRL_PATCHES_DISABLE=1 (or a comma list of patch names), SFTRL_PATCHES_STRICT=1.
+"""
+import logging as _logging
+
+from . import _bootstrap
+from .registry import PatchError, Registry
+from .patches import ALL as _ALL
+
+__version__ = "0.1.0"
+__all__ = ["PATCHES", "PatchError", "apply", "revert", "status", "verify"]
+
+logger = _logging.getLogger("sftrl_patches")
+
+PATCHES = {patch.name: patch for patch in _ALL}
+_registry = Registry(_ALL)
+
+
+def _names(name):
+    return list(PATCHES) if name is None else [name]
+
+
+def apply(name=None):
+    """Apply one patch (or all), importing its target. Raises PatchError on any problem."""
+    statuses = {n: _registry.apply(n, explicit=True) for n in _names(name) if PATCHES[n].targets or name}
+    return statuses[name] if name else statuses
+
+
+def revert(name=None):
+    """Restore the originals we replaced; anything replaced by someone else is left alone."""
+    statuses = {n: _registry.revert(n) for n in _names(name)}
+    return statuses[name] if name else statuses
+
+
+def status(name=None):
+    """Current state of one patch (or all), without importing any target."""
+    statuses = {n: _registry.status(n) for n in _names(name)}
+    return statuses[name] if name else statuses
+
+
+verify = status
+
+
+def _arm():
+    finder = _bootstrap.install()
+    for module_name in dict.fromkeys(m for p in _ALL for m in p.target_modules):
+        try:
+            finder.watch(module_name, _registry.on_module_imported)
+        except PatchError:
+            raise  # strict mode
+        except Exception:  # never break the importing program
+            logger.exception("sftrl_patches: could not arm the hook for %s", module_name)
+
+
+_arm()

@@ -1,0 +1,26 @@
+"""Environment switches. Patches are on by default; variables only switch them off
+(multi-node launchers do not forward arbitrary variables)."""
+import os
+
+DISABLE_VAR = "SFTRL_PATCHES_DISABLE"
+STRICT_VAR = "SFTRL_PATCHES_STRICT"
+_TRUE = {"1", "true", "yes", "on", "all", "*"}
+
+
+def disabled_names(environ=None):
+    """None when nothing is disabled, "all" when everything is, else a frozenset of patch names."""
+    value = (environ if environ is not None else os.environ).get(DISABLE_VAR, "").strip()
+    if not value or value.lower() in {"0", "false", "no", "off"}:
+        return None
+    if value.lower() in _TRUE:
+        return "all"
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def is_disabled(name, environ=None):
+    disabled = disabled_names(environ)
+    return disabled == "all" or (disabled is not None and name in disabled)
+
+
+def strict(environ=None):
+    return (environ if environ is not None else os.environ).get(STRICT_VAR, "").strip().lower() in _TRUE

@@ -1,0 +1,179 @@
+"""Numerical proof on the installed DeepSpeed: which micro-batches reach the optimizer.
+
+Runs in a child interpreter (torch and DeepSpeed are imported here only). Each case trains a
+tiny MLP for a few SGD steps through `deepspeed.initialize` and, per step, compares the master
+weights' update with plain-PyTorch gradients of every micro-batch taken at the same weights:
+
+- weights: least-squares w such that the applied gradient = sum_i w_i g_i / n; [1]*n is correct;
+- grad_norm: DeepSpeed's global gradient norm, against the reference norm;
+- max_param_diff: largest |master weight - reference SGD update|.
+
+Usage: python -m sftrl_patches.probes.deepspeed_offload --cases JSON --out FILE
+(under torch.distributed.run for several ranks).
+"""
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+
+LR = 0.5
+IN, HIDDEN, OUT = 6, 12, 3
+
+
+def _prepare_environment():
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(name, value)
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def _skip_shm_build():
+    # The CPU accelerator JIT-builds a shared-memory comm op (~60 s of g++) that one process
+    # over gloo never needs; DeepSpeed falls back to torch.distributed when it is None.
+    import importlib
+    comm_torch = importlib.import_module("deepspeed.comm.torch")
+    if hasattr(comm_torch, "build_shm_op"):
+        comm_torch.build_shm_op = lambda: None
+
+
+def _model(torch, seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, OUT))
+
+
+def _micro_batch(torch, step, rank, index, size):
+    generator = torch.Generator().manual_seed(10_000 * step + 100 * rank + index)
+    return torch.randn(size, IN, generator=generator), torch.randn(size, OUT, generator=generator)
+
+
+def _ds_config(case):
+    zero = {"stage": case["stage"], "overlap_comm": case.get("overlap_comm", False),
+            "contiguous_gradients": True, "reduce_bucket_size": 64, "allgather_bucket_size": 64}
+    if case.get("offload", True):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    ga = case["ga"] if case.get("mode", "ga") == "ga" else 1
+    return {
+        "train_micro_batch_size_per_gpu": case.get("micro_batch", 2),
+        "gradient_accumulation_steps": ga,
+        "zero_optimization": zero,
+        "bf16": {"enabled": case.get("dtype") == "bf16"},
+        "gradient_clipping": 0.0,
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 1 << 30,
+    }
+
+
+def run_case(case):
+    import torch
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    n_micro = case["ga"]
+    mode = case.get("mode", "ga")
+    micro_batch = case.get("micro_batch", 2)
+    model = _model(torch, seed=1234)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=_ds_config(case))
+    dtype = next(engine.module.parameters()).dtype
+    device = next(engine.module.parameters()).device
+    steps = []
+    for step in range(case.get("steps", 2)):
+        params = list(engine.module.parameters())
+        before = [safe_get_full_fp32_param(p).detach().float().cpu().clone() for p in params]
+        # Reference: plain PyTorch on the same weights and dtype, one gradient per (rank, micro-batch).
+        reference = _model(torch, seed=0).to(dtype)
+        reference.load_state_dict({k: v.detach().cpu() for k, v in engine.module.state_dict().items()})
+        columns = []
+        for r in range(world):
+            for i in range(n_micro):
+                x, y = _micro_batch(torch, step, r, i, micro_batch)
+                reference.zero_grad()
+                torch.nn.functional.mse_loss(reference(x.to(dtype)).float(), y).backward()
+                columns.append(torch.cat([p.grad.detach().float().flatten() for p in reference.parameters()]))
+        basis = torch.stack(columns, dim=1) / (n_micro * world)
+        expected_grad = basis.sum(dim=1)
+
+        for i in range(n_micro):
+            x, y = _micro_batch(torch, step, rank, i, micro_batch)
+            loss = torch.nn.functional.mse_loss(engine(x.to(device=device, dtype=dtype)).float(), y.to(device))
+            if mode == "ga":
+                engine.backward(loss)  # DeepSpeed divides by GA itself
+                engine.step()          # a no-op until the boundary
+            else:
+                engine.set_gradient_accumulation_boundary(i == n_micro - 1)
+                engine.backward(loss / n_micro)
+        if mode != "ga":
+            engine.step()
+
+        after = [safe_get_full_fp32_param(p).detach().float().cpu() for p in params]
+        applied = torch.cat([(b - a).flatten() for b, a in zip(before, after)]) / LR
+        weights = torch.linalg.lstsq(basis.double(), applied.double().unsqueeze(1)).solution.flatten()
+        expected_after = torch.cat([b.flatten() for b in before]) - LR * expected_grad
+        norm = engine.get_global_grad_norm()
+        steps.append({
+            "weights": [round(float(w), 4) for w in weights],
+            "grad_norm": None if norm is None else float(norm),
+            "reference_grad_norm": float(expected_grad.norm()),
+            "max_param_diff": float((torch.cat([a.flatten() for a in after]) - expected_after).abs().max()),
+        })
+    if hasattr(engine, "destroy"):
+        engine.destroy()
+    return steps
+
+
+def summarize(steps):
+    """Worst step of a case."""
+    worst = max(steps, key=lambda s: s["max_param_diff"])
+    return {**worst, "steps": steps}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", required=True, help="JSON list of case dicts")
+    parser.add_argument("--out", required=True, help="where rank 0 writes the JSON result")
+    args = parser.parse_args(argv)
+    cases = json.loads(args.cases)
+    _prepare_environment()
+
+    import sftrl_patches  # arms the hook before DeepSpeed loads, even without autoload
+    started = time.time()
+    import deepspeed
+    _skip_shm_build()
+    import logging
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    results = []
+    for case in cases:
+        try:
+            results.append({"case": case, **summarize(run_case(case))})
+        except Exception as exc:
+            results.append({"case": case, "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc(limit=4)})
+    if int(os.environ.get("RANK", "0")) == 0:
+        payload = {
+            "deepspeed": deepspeed.__version__,
+            "torch": __import__("torch").__version__,
+            "accelerator": __import__("deepspeed.accelerator", fromlist=["x"]).get_accelerator().device_name(),
+            "world_size": int(os.environ["WORLD_SIZE"]),
+            "patches": {name: s.state for name, s in sftrl_patches.status().items()},
+            "seconds": round(time.time() - started, 2),
+            "results": results,
+        }
+        with open(args.out, "w") as handle:
+            json.dump(payload, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

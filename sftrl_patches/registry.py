@@ -1,0 +1,377 @@
+"""Patch records and the only control flow that applies, verifies and reverts them.
+
+A patch module holds data (a `Patch`) and a small wrapper factory per target; everything that
+decides whether to touch a target lives here.
+"""
+import functools
+import importlib
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from . import _config
+from ._fingerprint import fingerprint_object
+from ._version import VersionRange, parse
+
+logger = logging.getLogger("sftrl_patches")
+
+# States, from the user's point of view.
+NOT_INSTALLED = "not-installed"      # the distribution is not in this environment
+NOT_AFFECTED = "not-affected"        # outside the affected range, or the source is an upstream-fixed shape
+PATCHABLE = "patchable"              # affected; the patch applies when the target is imported
+PATCHED = "patched"                  # applied and verified in this interpreter
+PARTIAL = "partial"                  # applied, but something still reaches the original
+UNPATCHABLE = "unpatchable"          # affected, and we will not touch it (unknown source, missing requirement)
+UNVERIFIED = "unverified"            # newer than every release we checked, and no known upstream fix
+NO_PATCH = "affected-no-patch"       # a known bug this package documents but does not patch
+DISABLED = "disabled"                # switched off by SFTRL_PATCHES_DISABLE
+REVERTED = "reverted"                # was applied here, then reverted on request
+ERROR = "error"                      # applying failed; nothing was left half-applied
+
+# States that need a person to act.
+PROBLEM_STATES = frozenset({PARTIAL, UNPATCHABLE, UNVERIFIED, NO_PATCH, ERROR})
+
+PATCH_MARK = "__sftrl_patch__"
+
+
+class PatchError(RuntimeError):
+    """Raised by explicit calls and in strict mode."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One attribute to wrap. `owner` is a dotted class path inside `module`, '' for module level."""
+    module: str
+    owner: str
+    attribute: str
+    make_wrapper: object  # callable(original) -> wrapper
+    fingerprints: dict = field(default_factory=dict)        # source fingerprint -> releases with that shape
+    fixed_fingerprints: dict = field(default_factory=dict)  # upstream shapes that already carry the fix
+
+    @property
+    def key(self):
+        return (self.module, self.owner, self.attribute)
+
+    @property
+    def dotted(self):
+        return ".".join(filter(None, (self.module, self.owner, self.attribute)))
+
+
+@dataclass(frozen=True)
+class Patch:
+    name: str
+    title: str
+    distribution: str
+    affected: VersionRange
+    fixed_in: str = None             # first upstream release with the fix, None if none yet
+    verified_through: str = None     # newest release checked; matters only while fixed_in is None
+    targets: tuple = ()              # empty: a documented bug with no patch
+    conditions: str = ""
+    links: tuple = ()
+    remediation: str = ""
+    no_patch_reason: str = ""
+    requires: tuple = ()             # names of patches that must be applied or not needed first
+
+    @property
+    def target_modules(self):
+        return tuple(dict.fromkeys(t.module for t in self.targets))
+
+
+@dataclass
+class Status:
+    name: str
+    state: str
+    reason: str = ""
+    version: str = None
+    shapes: tuple = ()
+    details: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"name": self.name, "state": self.state, "reason": self.reason, "version": self.version,
+                "shapes": list(self.shapes), "details": list(self.details)}
+
+
+def installed_version(distribution):
+    """(version string or None, installed?) read from metadata, without importing the package."""
+    try:
+        return metadata.version(distribution), True
+    except metadata.PackageNotFoundError:
+        return None, False
+    except Exception:  # broken metadata: installed, version unknown
+        return None, True
+
+
+def version_verdict(patch, version_text):
+    """Decide from the version alone: (state or None to look at the source, reason)."""
+    version = parse(version_text)
+    if version is None:
+        return None, f"no readable version ({version_text!r}); deciding from the source"
+    if patch.affected.low is not None and version < patch.affected.low:
+        return NOT_AFFECTED, f"{version} is older than the affected range {patch.affected}"
+    if patch.fixed_in and version >= parse(patch.fixed_in) and version not in patch.affected:
+        return NOT_AFFECTED, f"{version} has the upstream fix (first in {patch.fixed_in})"
+    if version in patch.affected:
+        return None, f"{version} is in the affected range {patch.affected}"
+    if not patch.fixed_in and patch.verified_through and version > parse(patch.verified_through):
+        return UNVERIFIED, (f"{version} is newer than every release checked (through {patch.verified_through})"
+                            " and no upstream fix is known")
+    return NOT_AFFECTED, f"{version} is outside the affected range {patch.affected}"
+
+
+def source_verdict(patch, fingerprints, version_reason):
+    """Decide from the fingerprints of every target: (state, reason, shapes)."""
+    shapes = []
+    for target in patch.targets:
+        fp = fingerprints.get(target.key)
+        if isinstance(fp, Exception):
+            return UNPATCHABLE, f"cannot read the source of {target.dotted}: {fp}", ()
+        if fp is None:
+            return UNPATCHABLE, f"{target.dotted} not found", ()
+        if fp in target.fixed_fingerprints:
+            return NOT_AFFECTED, (f"{target.dotted} already has the upstream fix "
+                                  f"(shape of {target.fixed_fingerprints[fp]})"), ()
+        if fp not in target.fingerprints:
+            return UNPATCHABLE, (f"{version_reason}, but the source of {target.dotted} (fingerprint {fp}) matches "
+                                 "no known shape; left untouched"), ()
+        shapes.append(f"{target.attribute}: {target.fingerprints[fp]}")
+    return PATCHABLE, version_reason, tuple(shapes)
+
+
+def _resolve_owner(module, owner_path):
+    owner = module
+    for part in filter(None, owner_path.split(".")):
+        owner = getattr(owner, part)
+    return owner
+
+
+def _is_ours(obj, patch_name=None):
+    mark = getattr(obj, PATCH_MARK, None)
+    return mark is not None and (patch_name is None or mark == patch_name)
+
+
+def _raw_attribute(owner, attribute):
+    """The attribute as stored on its owner (a function, not a bound method)."""
+    if isinstance(owner, type):
+        for klass in owner.__mro__:
+            if attribute in vars(klass):
+                return vars(klass)[attribute]
+        raise AttributeError(f"{owner.__name__} has no attribute {attribute!r}")
+    return getattr(owner, attribute)
+
+
+class Registry:
+    def __init__(self, patches):
+        self.patches = {patch.name: patch for patch in patches}
+        self._originals = {}   # target key -> the first original seen, kept forever
+        self._status = {}
+        self._lock = threading.RLock()
+
+    # ---- decisions -------------------------------------------------------------------------
+
+    def _decide(self, patch, modules):
+        """State for `patch` given its imported target modules (name -> module)."""
+        version, installed = installed_version(patch.distribution)
+        if not installed and not modules:
+            return Status(patch.name, NOT_INSTALLED, f"{patch.distribution} is not installed"), {}
+        if _config.is_disabled(patch.name):
+            return Status(patch.name, DISABLED, f"switched off by {_config.DISABLE_VAR}", version), {}
+        state, reason = version_verdict(patch, version)
+        if state is not None:
+            return Status(patch.name, state, reason, version), {}
+        if not patch.targets:
+            return Status(patch.name, NO_PATCH, patch.no_patch_reason or reason, version), {}
+        for required in patch.requires:
+            required_state = self.status(required).state
+            if required_state not in (PATCHED, NOT_AFFECTED, PATCHABLE, NOT_INSTALLED):
+                return Status(patch.name, UNPATCHABLE,
+                              f"needs patch {required!r}, which is {required_state}", version), {}
+        missing = [m for m in patch.target_modules if m not in modules]
+        if missing:
+            return Status(patch.name, PATCHABLE, f"{reason}; applies when {', '.join(missing)} is imported",
+                          version), {}
+        originals, fingerprints = {}, {}
+        for target in patch.targets:
+            try:
+                original = self._originals.get(target.key)
+                if original is None:
+                    original = _raw_attribute(_resolve_owner(modules[target.module], target.owner), target.attribute)
+                originals[target.key] = original
+                fingerprints[target.key] = fingerprint_object(original)
+            except AttributeError:
+                fingerprints[target.key] = None
+            except (OSError, TypeError) as exc:
+                fingerprints[target.key] = exc
+        state, reason, shapes = source_verdict(patch, fingerprints, reason)
+        return Status(patch.name, state, reason, version, shapes), originals
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def _imported_modules(self, patch, import_missing):
+        modules = {}
+        for name in patch.target_modules:
+            module = sys.modules.get(name)
+            if module is None and import_missing and installed_version(patch.distribution)[1]:
+                module = importlib.import_module(name)
+            if module is not None:
+                modules[name] = module
+        return modules
+
+    def apply(self, name, explicit=True):
+        """Apply one patch. Idempotent. Explicit calls import the target and raise on problems."""
+        patch = self._patch(name)
+        with self._lock:
+            try:
+                status = self._apply_locked(patch, import_missing=explicit)
+            except Exception as exc:  # never leave a half-applied patch behind
+                logger.exception("sftrl_patches: applying %s failed", name)
+                status = Status(name, ERROR, f"{type(exc).__name__}: {exc}")
+            self._status[name] = status
+        self._report(status, raise_problems=explicit or _config.strict())
+        return status
+
+    def _apply_locked(self, patch, import_missing):
+        modules = self._imported_modules(patch, import_missing and not _config.is_disabled(patch.name))
+        if modules and self._all_ours(patch, modules):
+            return self._verify(patch, modules, self._status.get(patch.name))
+        status, originals = self._decide(patch, modules)
+        if status.state != PATCHABLE or not originals:
+            return status
+        applied = []
+        try:
+            for target in patch.targets:
+                owner = _resolve_owner(modules[target.module], target.owner)
+                original = originals[target.key]
+                wrapper = target.make_wrapper(original)
+                functools.update_wrapper(wrapper, original)
+                setattr(wrapper, PATCH_MARK, patch.name)
+                self._originals.setdefault(target.key, original)
+                setattr(owner, target.attribute, wrapper)
+                applied.append((owner, target, original))
+        except Exception:
+            for owner, target, original in reversed(applied):
+                setattr(owner, target.attribute, original)
+            raise
+        status.state = PATCHED
+        logger.info("sftrl_patches: applied %s (%s)", patch.name, "; ".join(status.shapes))
+        return self._verify(patch, modules, status)
+
+    def _all_ours(self, patch, modules):
+        try:
+            return all(_is_ours(_raw_attribute(_resolve_owner(modules[t.module], t.owner), t.attribute), patch.name)
+                       for t in patch.targets)
+        except (AttributeError, KeyError):
+            return False
+
+    def _verify(self, patch, modules, status):
+        """Check that every path to the target reaches our wrapper; downgrade to PARTIAL if not."""
+        status = status or Status(patch.name, PATCHED, "", installed_version(patch.distribution)[0])
+        status.details = []
+        for target in patch.targets:
+            owner = _resolve_owner(modules[target.module], target.owner)
+            current = _raw_attribute(owner, target.attribute)
+            if not _is_ours(current, patch.name):
+                status.details.append(f"{target.dotted} was replaced by {current!r} after patching")
+                continue
+            original = self._originals.get(target.key)
+            if isinstance(owner, type):
+                status.details.extend(_overriding_subclasses(owner, target.attribute, original))
+            else:
+                status.details.extend(_stale_aliases(original, modules[target.module], target.attribute))
+        status.state = PARTIAL if status.details else PATCHED
+        return status
+
+    def revert(self, name):
+        """Put back the originals that are still replaced by our wrappers. Others are left alone."""
+        patch = self._patch(name)
+        with self._lock:
+            modules = self._imported_modules(patch, import_missing=False)
+            left_alone = []
+            reverted = False
+            for target in patch.targets:
+                module = modules.get(target.module)
+                original = self._originals.get(target.key)
+                if module is None or original is None:
+                    continue
+                owner = _resolve_owner(module, target.owner)
+                current = _raw_attribute(owner, target.attribute)
+                if _is_ours(current, patch.name):
+                    setattr(owner, target.attribute, original)
+                    reverted = True
+                elif current is not original:
+                    left_alone.append(f"{target.dotted} is no longer ours; left as it is")
+            if reverted or left_alone:
+                status = Status(name, REVERTED, "reverted on request", installed_version(patch.distribution)[0],
+                                details=left_alone)
+                self._status[name] = status
+            else:
+                status = self.status(name)
+        if reverted:
+            logger.info("sftrl_patches: reverted %s", name)
+        return status
+
+    def status(self, name):
+        """The last known state; for a patch not yet acted on, decided without importing the target."""
+        patch = self._patch(name)
+        with self._lock:
+            if name in self._status:
+                return self._status[name]
+            modules = self._imported_modules(patch, import_missing=False)
+            if modules and self._all_ours(patch, modules):
+                return self._verify(patch, modules, None)
+            return self._decide(patch, modules)[0]
+
+    def on_module_imported(self, module):
+        """Import-hook callback: apply every patch that targets `module`. Never raises unless strict."""
+        for patch in self.patches.values():
+            if module.__name__ in patch.target_modules:
+                self.apply(patch.name, explicit=False)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _patch(self, name):
+        try:
+            return self.patches[name]
+        except KeyError:
+            raise PatchError(f"unknown patch {name!r}; known: {', '.join(sorted(self.patches))}") from None
+
+    def _report(self, status, raise_problems):
+        if status.state in PROBLEM_STATES:
+            message = f"sftrl_patches: {status.name} is {status.state}: {status.reason}"
+            if status.details:
+                message += " (" + "; ".join(status.details) + ")"
+            if raise_problems:
+                raise PatchError(message)
+            logger.warning(message)
+
+
+def _overriding_subclasses(owner, attribute, original):
+    found = []
+    pending = list(owner.__subclasses__())
+    seen = set()
+    while pending:
+        klass = pending.pop()
+        if klass in seen:
+            continue
+        seen.add(klass)
+        pending.extend(klass.__subclasses__())
+        own = vars(klass).get(attribute)
+        if own is not None and not _is_ours(own):
+            what = "keeps the unpatched original" if own is original else "overrides it"
+            found.append(f"subclass {klass.__module__}.{klass.__qualname__} {what}")
+    return found
+
+
+def _stale_aliases(original, defining_module, attribute):
+    """Modules that imported the original function by name before we patched it."""
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module is defining_module:
+            continue
+        try:
+            names = [n for n, v in vars(module).items() if v is original]
+        except TypeError:
+            continue
+        found.extend(f"{module_name}.{n} still holds the unpatched {attribute}" for n in names)
+    return found
