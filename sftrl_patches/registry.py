@@ -6,13 +6,14 @@ decides whether to touch a target lives here.
 import functools
 import importlib
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 
 from . import _config
-from ._fingerprint import fingerprint_object
+from ._fingerprint import fingerprint_in_source, fingerprint_object
 from ._version import VersionRange, parse
 
 logger = logging.getLogger("sftrl_patches")
@@ -139,6 +140,40 @@ def source_verdict(patch, fingerprints, version_reason):
     return PATCHABLE, version_reason, tuple(shapes)
 
 
+def _module_file(distribution, module_name):
+    """Path of a module's source inside an installed distribution, found without importing it."""
+    relative = module_name.replace(".", "/") + ".py"
+    try:
+        candidate = metadata.distribution(distribution).locate_file(relative)
+        if os.path.isfile(candidate):
+            return str(candidate)
+    except Exception:
+        pass
+    for entry in sys.path:  # editable installs and source trees on PYTHONPATH
+        candidate = os.path.join(entry or ".", relative)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def file_fingerprints(patch):
+    """Fingerprints of every target read from the installed files: the doctor never imports them."""
+    fingerprints = {}
+    sources = {}
+    for target in patch.targets:
+        try:
+            if target.module not in sources:
+                path = _module_file(patch.distribution, target.module)
+                if path is None:
+                    raise OSError(f"no source file for {target.module}")
+                with open(path, encoding="utf-8") as handle:
+                    sources[target.module] = handle.read()
+            fingerprints[target.key] = fingerprint_in_source(sources[target.module], target.owner, target.attribute)
+        except (OSError, SyntaxError, ValueError) as exc:
+            fingerprints[target.key] = exc
+    return fingerprints
+
+
 def _resolve_owner(module, owner_path):
     owner = module
     for part in filter(None, owner_path.split(".")):
@@ -171,7 +206,7 @@ class Registry:
     # ---- decisions -------------------------------------------------------------------------
 
     def _decide(self, patch, modules):
-        """State for `patch` given its imported target modules (name -> module)."""
+        """State for `patch`; reads the live targets when imported, else their files (no import)."""
         version, installed = installed_version(patch.distribution)
         if not installed and not modules:
             return Status(patch.name, NOT_INSTALLED, f"{patch.distribution} is not installed"), {}
@@ -187,10 +222,16 @@ class Registry:
             if required_state not in (PATCHED, NOT_AFFECTED, PATCHABLE, NOT_INSTALLED):
                 return Status(patch.name, UNPATCHABLE,
                               f"needs patch {required!r}, which is {required_state}", version), {}
-        missing = [m for m in patch.target_modules if m not in modules]
-        if missing:
-            return Status(patch.name, PATCHABLE, f"{reason}; applies when {', '.join(missing)} is imported",
-                          version), {}
+        live = all(m in modules for m in patch.target_modules)
+        if live:
+            originals, fingerprints = self._live_fingerprints(patch, modules)
+        else:
+            originals, fingerprints = {}, file_fingerprints(patch)
+            reason += f"; applies when {', '.join(patch.target_modules)} is imported"
+        state, reason, shapes = source_verdict(patch, fingerprints, reason)
+        return Status(patch.name, state, reason, version, shapes), originals
+
+    def _live_fingerprints(self, patch, modules):
         originals, fingerprints = {}, {}
         for target in patch.targets:
             try:
@@ -203,8 +244,7 @@ class Registry:
                 fingerprints[target.key] = None
             except (OSError, TypeError) as exc:
                 fingerprints[target.key] = exc
-        state, reason, shapes = source_verdict(patch, fingerprints, reason)
-        return Status(patch.name, state, reason, version, shapes), originals
+        return originals, fingerprints
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -236,7 +276,7 @@ class Registry:
         if modules and self._all_ours(patch, modules):
             return self._verify(patch, modules, self._status.get(patch.name))
         status, originals = self._decide(patch, modules)
-        if status.state != PATCHABLE or not originals:
+        if status.state != PATCHABLE or not originals:  # not imported yet: the hook comes back later
             return status
         applied = []
         try:

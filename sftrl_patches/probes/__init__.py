@@ -1,0 +1,96 @@
+"""Run the numerical probes in child interpreters, patched and unpatched.
+
+Nothing here imports torch or DeepSpeed; the children do.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from .. import _config
+
+DOCTOR_CASES = (
+    {"label": "ZeRO-2 offload GA 4", "stage": 2, "ga": 4, "steps": 1},
+    {"label": "ZeRO-1 offload GA 4", "stage": 1, "ga": 4, "steps": 1},
+    {"label": "ZeRO-2 offload GA=1, 4x backward()", "stage": 2, "ga": 4, "mode": "multi_backward", "steps": 1},
+    {"label": "ZeRO-2 no offload GA 4 (#7718)", "stage": 2, "ga": 4, "offload": False, "steps": 1},
+)
+
+WEIGHT_TOLERANCE = 0.01
+FP32_PARAM_TOLERANCE = 1e-6
+
+
+def missing_requirements():
+    """Why the DeepSpeed probe cannot run here, or None."""
+    for module in ("torch", "deepspeed"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not importable in {sys.executable}"
+    return None
+
+
+def case_is_correct(result):
+    """Every micro-batch fully counted; in fp32 also the exact update."""
+    if "error" in result:
+        return False
+    if any(abs(w - 1.0) > WEIGHT_TOLERANCE for w in result["weights"]):
+        return False
+    if result["case"].get("dtype", "fp32") == "fp32":
+        return result["max_param_diff"] <= FP32_PARAM_TOLERANCE
+    return True
+
+
+def run_child(cases, patched, nprocs=1, timeout=300, python=None, env=None):
+    """One child run (under torch.distributed.run when nprocs > 1); returns its JSON payload."""
+    python = python or sys.executable
+    child_env = dict(os.environ if env is None else env)
+    child_env[_config.DISABLE_VAR] = "" if patched else "1"
+    child_env.pop(_config.STRICT_VAR, None)
+    child_env.setdefault("PYTHONWARNINGS", "ignore")
+    # The package that runs the probe must be the one the child imports.
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, child_env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="sftrl-probe-") as tmp:
+        out = os.path.join(tmp, "result.json")
+        module_args = ["-m", "sftrl_patches.probes.deepspeed_offload", "--cases", json.dumps(list(cases)),
+                       "--out", out]
+        if nprocs > 1:
+            command = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),
+                       "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + module_args
+        else:
+            command = [python] + module_args
+        started = time.time()
+        proc = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise ProbeFailed(f"probe child exited with {proc.returncode}: {proc.stderr[-2000:]}")
+        with open(out) as handle:
+            payload = json.load(handle)
+    payload["wall_seconds"] = round(time.time() - started, 2)
+    return payload
+
+
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ProbeFailed(RuntimeError):
+    pass
+
+
+def run_deepspeed_probe(cases=DOCTOR_CASES, nprocs=1, timeout=300, python=None):
+    """{"status": "ran"|"skipped"|"error", "unpatched": payload, "patched": payload, ...}."""
+    if python is None:
+        reason = missing_requirements()
+        if reason:
+            return {"status": "skipped", "reason": reason}
+    try:
+        unpatched = run_child(cases, patched=False, nprocs=nprocs, timeout=timeout, python=python)
+        patched = run_child(cases, patched=True, nprocs=nprocs, timeout=timeout, python=python)
+    except (ProbeFailed, subprocess.TimeoutExpired, OSError) as exc:
+        return {"status": "error", "reason": str(exc)}
+    return {"status": "ran", "unpatched": unpatched, "patched": patched}

@@ -1,0 +1,58 @@
+"""Render a doctor report: a table for people, JSON for programs."""
+import json
+
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
+
+
+def to_json(report):
+    return json.dumps(report, indent=2, sort_keys=False)
+
+
+def to_text(report):
+    env = report["environment"]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items()) or "none of the known targets"
+    lines = [f"sftrl-doctor {report['sftrl_patches']}  (Python {env['python']}; {packages})"]
+    if env["switches"]:
+        lines.append("switches: " + ", ".join(f"{k}={v}" for k, v in env["switches"].items()))
+    for finding in report["findings"]:
+        mark = MARKS.get(finding["level"], "?")
+        lines.append("")
+        lines.append(f"[{mark}] {finding['check']}: {finding['state']}")
+        lines.append(f"    {finding['title']}")
+        if finding.get("installed") or finding.get("distribution"):
+            lines.append(f"    {finding['distribution']} {finding.get('installed') or '(not installed)'}; "
+                         f"affected {finding['affected_range']}; fixed in {finding.get('fixed_in') or 'no release yet'}")
+        lines.append(f"    {finding['summary']}")
+        if finding.get("fingerprint_known") is not None and finding["state"] not in ("not-affected", "not-installed"):
+            lines.append(f"    source fingerprint known: {'yes' if finding['fingerprint_known'] else 'no'}"
+                         + (f" ({'; '.join(finding['shapes'])})" if finding["shapes"] else ""))
+        for detail in finding.get("details") or ():
+            lines.append(f"    - {detail}")
+        if finding["check"] == "probe" and finding["state"] == "ran":
+            lines.extend(_probe_table(finding["data"]))
+        if finding.get("remediation"):
+            lines.append(f"    fix: {finding['remediation']}")
+        for link in finding.get("links") or ():
+            lines.append(f"    see: {link}")
+    lines.append("")
+    lines.append("action needed" if report["action_needed"] else "nothing to do")
+    return "\n".join(lines)
+
+
+def _probe_table(data):
+    rows = ["    case                                  | without patches                          | with patches",
+            "    " + "-" * 38 + "+" + "-" * 42 + "+" + "-" * 42]
+    for case in data["cases"]:
+        rows.append(f"    {case['label']:<38}| {_cell(case['unpatched'], case['unpatched_correct']):<41}| "
+                    f"{_cell(case['patched'], case['patched_correct'])}")
+    rows.append("    cell: micro-batch weights (1 = counted); grad norm / reference; max param diff after one step")
+    return rows
+
+
+def _cell(summary, correct):
+    if "error" in summary:
+        return "error: " + summary["error"][:34]
+    weights = "[" + ", ".join(f"{w:g}" for w in (round(w, 2) + 0.0 for w in summary["weights"])) + "]"
+    norm = "n/a" if summary["grad_norm"] is None else f"{summary['grad_norm']:.3f}"
+    mark = "✓" if correct else "✗"
+    return f"{mark} {weights} {norm}/{summary['reference_grad_norm']:.3f} {summary['max_param_diff']:.1e}"
