@@ -44,15 +44,4 @@ def status(name=None):
 verify = status
 
 
-def _arm():
-    finder = _bootstrap.install()
-    for module_name in dict.fromkeys(m for p in _ALL for m in p.target_modules):
-        try:
-            finder.watch(module_name, _registry.on_module_imported)
-        except PatchError:
-            raise  # strict mode
-        except Exception:  # never break the importing program
-            logger.exception("sftrl_patches: could not arm the hook for %s", module_name)
-
-
-_arm()
+_registry.arm(_bootstrap.install())

@@ -201,7 +201,18 @@ class Registry:
         self.patches = {patch.name: patch for patch in patches}
         self._originals = {}   # target key -> the first original seen, kept forever
         self._status = {}
+        self._reverted = set()  # reverted on request: the import hook leaves these alone
         self._lock = threading.RLock()
+
+    def arm(self, finder):
+        """Watch every target module with the import hook; applies at once to those already imported."""
+        for module_name in dict.fromkeys(m for p in self.patches.values() for m in p.target_modules):
+            try:
+                finder.watch(module_name, self.on_module_imported)
+            except PatchError:
+                raise  # strict mode
+            except Exception:  # never break the importing program
+                logger.exception("sftrl_patches: could not arm the hook for %s", module_name)
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -262,6 +273,10 @@ class Registry:
         """Apply one patch. Idempotent. Explicit calls import the target and raise on problems."""
         patch = self._patch(name)
         with self._lock:
+            if explicit:
+                self._reverted.discard(name)
+            elif name in self._reverted:
+                return self._status[name]
             try:
                 status = self._apply_locked(patch, import_missing=explicit)
             except Exception as exc:  # never leave a half-applied patch behind
@@ -341,9 +356,10 @@ class Registry:
                     reverted = True
                 elif current is not original:
                     left_alone.append(f"{target.dotted} is no longer ours; left as it is")
-            if reverted or left_alone:
-                status = Status(name, REVERTED, "reverted on request", installed_version(patch.distribution)[0],
-                                details=left_alone)
+            if patch.targets:
+                self._reverted.add(name)
+                status = Status(name, REVERTED, "reverted on request; sftrl_patches.apply() re-applies it",
+                                installed_version(patch.distribution)[0], details=left_alone)
                 self._status[name] = status
             else:
                 status = self.status(name)
