@@ -1,0 +1,165 @@
+"""The patches against real DeepSpeed releases on the CPU accelerator (one folder per release)."""
+import json
+
+import pytest
+
+from conftest import AFFECTED, FIXED, MULTI_RANK, WINDOW_7718, last_json, require_release, run_python
+from sftrl_patches.probes import run_child
+
+GA_CASES = [{"label": f"Z2 GA{ga} overlap={oc}", "stage": 2, "ga": ga, "overlap_comm": oc, "steps": 2}
+            for ga in (2, 4, 8) for oc in (False, True)]
+OTHER_CASES = [
+    {"label": "Z2 GA1 x4 backward", "stage": 2, "ga": 4, "mode": "multi_backward", "steps": 2},
+    {"label": "Z2 bf16 GA4", "stage": 2, "ga": 4, "dtype": "bf16", "steps": 2},
+    {"label": "Z2 bf16 GA8 overlap", "stage": 2, "ga": 8, "dtype": "bf16", "overlap_comm": True, "steps": 2},
+    {"label": "Z1 GA4", "stage": 1, "ga": 4, "steps": 2},
+    {"label": "Z1 GA8 overlap", "stage": 1, "ga": 8, "overlap_comm": True, "steps": 2},
+    {"label": "Z1 GA1 x4 backward", "stage": 1, "ga": 4, "mode": "multi_backward", "steps": 2},
+]
+CASES = GA_CASES + OTHER_CASES
+
+
+def _by_label(payload):
+    return {r["case"]["label"]: r for r in payload["results"]}
+
+
+@pytest.fixture(scope="module")
+def affected_runs():
+    env = require_release(AFFECTED)
+    return {patched: run_child(CASES, patched=patched, env=env) for patched in (False, True)}
+
+
+@pytest.fixture(scope="module")
+def fixed_runs():
+    env = require_release(FIXED)
+    return {patched: run_child(CASES, patched=patched, env=env) for patched in (False, True)}
+
+
+def _assert_exact(result):
+    assert "error" not in result, result.get("traceback")
+    assert result["max_param_diff"] <= 1e-6, result
+    assert all(abs(w - 1) <= 1e-3 for w in result["weights"]), result
+    assert result["grad_norm"] == pytest.approx(result["reference_grad_norm"], rel=1e-5)
+
+
+def test_unpatched_affected_release_drops_middle_micro_batches(affected_runs):
+    results = _by_label(affected_runs[False])
+    assert affected_runs[False]["patches"]["deepspeed-offload-ga-drop"] == "disabled"
+    for ga in (4, 8):
+        for overlap in (False, True):
+            weights = results[f"Z2 GA{ga} overlap={overlap}"]["weights"]
+            # the first and the last micro-batch survive, every one between is lost
+            assert [round(w) for w in weights] == [1] + [0] * (ga - 2) + [1], weights
+    # GA=2 is exact by accident: first + last is everything
+    _assert_exact(results["Z2 GA2 overlap=False"])
+    # GA=1 with several backward(): only the last survives
+    assert [round(w) for w in results["Z2 GA1 x4 backward"]["weights"]] == [0, 0, 0, 1]
+    bf16 = results["Z2 bf16 GA4"]["weights"]
+    assert abs(bf16[1]) < 0.05 and abs(bf16[2]) < 0.05
+    assert results["Z2 GA4 overlap=False"]["grad_norm"] < 0.8 * results["Z2 GA4 overlap=False"]["reference_grad_norm"]
+
+
+@pytest.mark.parametrize("label", [c["label"] for c in GA_CASES] + ["Z2 GA1 x4 backward"])
+def test_patched_affected_release_matches_plain_torch_fp32(affected_runs, label):
+    assert affected_runs[True]["patches"]["deepspeed-offload-ga-drop"] == "patched"
+    assert affected_runs[True]["patches"]["deepspeed-offload-multi-backward"] == "patched"
+    _assert_exact(_by_label(affected_runs[True])[label])
+
+
+@pytest.mark.parametrize("label", ["Z2 bf16 GA4", "Z2 bf16 GA8 overlap"])
+def test_patched_affected_release_bf16_weights(affected_runs, fixed_runs, label):
+    patched = _by_label(affected_runs[True])[label]
+    upstream = _by_label(fixed_runs[False])[label]
+    for result in (patched, upstream):
+        assert all(abs(w - 1) <= 0.01 for w in result["weights"]), result["weights"]
+
+
+@pytest.mark.parametrize("label", ["Z1 GA4", "Z1 GA8 overlap", "Z1 GA1 x4 backward"])
+def test_zero1_is_correct_with_and_without_the_patch(affected_runs, label):
+    # Measured: stage 1 only reduces at the boundary and never takes the broken path.
+    for patched in (False, True):
+        _assert_exact(_by_label(affected_runs[patched])[label])
+
+
+def test_fixed_release_is_not_affected_and_left_untouched(fixed_runs):
+    for patched in (False, True):
+        states = fixed_runs[patched]["patches"]
+        expected = "not-affected" if patched else "disabled"
+        assert states["deepspeed-offload-ga-drop"] == expected
+        assert states["deepspeed-offload-multi-backward"] == expected
+        for result in fixed_runs[patched]["results"]:
+            if result["case"].get("dtype", "fp32") == "fp32":
+                _assert_exact(result)
+    code = """
+import json, sftrl_patches
+from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer as O
+print(json.dumps([hasattr(O.async_accumulate_grad_in_cpu_via_gpu, "__sftrl_patch__"),
+                  hasattr(O.copy_grads_in_partition, "__sftrl_patch__")]))
+"""
+    assert last_json(run_python(code, env=require_release(FIXED))) == [False, False]
+
+
+def test_two_ranks_over_gloo():
+    env = require_release(MULTI_RANK)
+    cases = [{"label": "Z2 GA4", "stage": 2, "ga": 4, "steps": 2},
+             {"label": "Z2 GA1 x4 backward", "stage": 2, "ga": 4, "mode": "multi_backward", "steps": 2}]
+    unpatched = _by_label(run_child(cases, patched=False, nprocs=2, env=env))
+    patched = _by_label(run_child(cases, patched=True, nprocs=2, env=env))
+    # 8 columns: rank 0's four micro-batches, then rank 1's
+    assert [round(w) for w in unpatched["Z2 GA4"]["weights"]] == [1, 0, 0, 1, 1, 0, 0, 1]
+    for label in ("Z2 GA4", "Z2 GA1 x4 backward"):
+        _assert_exact(patched[label])
+
+
+def test_issue_7718_window_measured_and_reported():
+    env = require_release(WINDOW_7718)
+    case = [{"label": "Z2 no offload GA4", "stage": 2, "ga": 4, "offload": False, "steps": 1}]
+    for patched in (False, True):  # no patch exists: both runs are wrong
+        result = run_child(case, patched=patched, env=env)["results"][0]
+        assert result["max_param_diff"] > 1e-3, result
+    proc = run_python("import sftrl_patches.doctor.cli as c, sys; sys.exit(c.main(['--json']))", env=env, check=False)
+    assert proc.returncode == 1
+    rows = {f["check"]: f for f in json.loads(proc.stdout)["findings"]}
+    assert rows["deepspeed-zero2-ga-7718"]["state"] == "affected-no-patch"
+    assert "0.18.3" in rows["deepspeed-zero2-ga-7718"]["remediation"]
+
+
+def test_static_and_live_fingerprints_agree():
+    code = """
+import json
+from sftrl_patches import PATCHES
+from sftrl_patches.registry import file_fingerprints
+from sftrl_patches._fingerprint import fingerprint_object
+import deepspeed.runtime.zero.stage_1_and_2 as m
+out = []
+for name in ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward"):
+    target = PATCHES[name].targets[0]
+    live = fingerprint_object(getattr(m.DeepSpeedZeroOptimizer, target.attribute))
+    out.append([file_fingerprints(PATCHES[name])[target.key], live, live in target.fingerprints])
+print(json.dumps(out))
+"""
+    for static, live, known in last_json(run_python(code, env=dict(require_release(AFFECTED),
+                                                                   SFTRL_PATCHES_DISABLE="1"))):
+        assert static == live and known
+
+
+@pytest.mark.parametrize("order", ["sftrl_first", "deepspeed_first", "disabled"])
+def test_import_orders_with_real_deepspeed(order):
+    env = dict(require_release(AFFECTED))
+    if order == "disabled":
+        env["SFTRL_PATCHES_DISABLE"] = "1"
+    first, second = ("import deepspeed", "import sftrl_patches") if order == "deepspeed_first" else \
+        ("import sftrl_patches", "import deepspeed")
+    code = f"""
+import json
+{first}
+{second}
+from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer as O
+print(json.dumps([sftrl_patches.status("deepspeed-offload-ga-drop").state,
+                  getattr(O.async_accumulate_grad_in_cpu_via_gpu, "__sftrl_patch__", None)]))
+"""
+    state, mark = last_json(run_python(code, env=env))
+    if order == "disabled":
+        assert (state, mark) == ("disabled", None)
+    else:
+        assert (state, mark) == ("patched", "deepspeed-offload-ga-drop")
