@@ -216,12 +216,12 @@ class Registry:
 
     # ---- decisions -------------------------------------------------------------------------
 
-    def _decide(self, patch, modules):
+    def _decide(self, patch, modules, ignore_switches=False):
         """State for `patch`; reads the live targets when imported, else their files (no import)."""
         version, installed = installed_version(patch.distribution)
         if not installed and not modules:
             return Status(patch.name, NOT_INSTALLED, f"{patch.distribution} is not installed"), {}
-        if _config.is_disabled(patch.name):
+        if _config.is_disabled(patch.name) and not ignore_switches:
             return Status(patch.name, DISABLED, f"switched off by {_config.DISABLE_VAR}", version), {}
         state, reason = version_verdict(patch, version)
         if state is not None:
@@ -229,7 +229,7 @@ class Registry:
         if not patch.targets:
             return Status(patch.name, NO_PATCH, patch.no_patch_reason or reason, version), {}
         for required in patch.requires:
-            required_state = self.status(required).state
+            required_state = self.status(required, ignore_switches).state
             if required_state not in (PATCHED, NOT_AFFECTED, PATCHABLE, NOT_INSTALLED):
                 return Status(patch.name, UNPATCHABLE,
                               f"needs patch {required!r}, which is {required_state}", version), {}
@@ -367,16 +367,19 @@ class Registry:
             logger.info("sftrl_patches: reverted %s", name)
         return status
 
-    def status(self, name):
-        """The last known state; for a patch not yet acted on, decided without importing the target."""
+    def status(self, name, ignore_switches=False):
+        """The last known state; for a patch not yet acted on, decided without importing the target.
+
+        ignore_switches: what the state would be without SFTRL_PATCHES_DISABLE (for the doctor).
+        """
         patch = self._patch(name)
         with self._lock:
-            if name in self._status:
+            if name in self._status and not ignore_switches:
                 return self._status[name]
             modules = self._imported_modules(patch, import_missing=False)
             if modules and self._all_ours(patch, modules):
                 return self._verify(patch, modules, None)
-            return self._decide(patch, modules)[0]
+            return self._decide(patch, modules, ignore_switches)[0]
 
     def on_module_imported(self, module):
         """Import-hook callback: apply every patch that targets `module`. Never raises unless strict."""

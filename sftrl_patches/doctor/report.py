@@ -40,14 +40,8 @@ def _patch_finding(patch, reg):
     level = _LEVEL_OF_STATE.get(status.state, FAIL)
     remediation = ""
     if status.state == registry.DISABLED:
-        # Disabled only matters where the bug is present: ask again with the switch ignored.
-        environ = dict(os.environ)
-        os.environ.pop(_config.DISABLE_VAR, None)
-        try:
-            underlying = registry.Registry([patch]).status(patch.name).state
-        finally:
-            os.environ.clear()
-            os.environ.update(environ)
+        # Disabled only matters where the bug is present.
+        underlying = reg.status(patch.name, ignore_switches=True).state
         if underlying in (registry.NOT_AFFECTED, registry.NOT_INSTALLED):
             level = OK
         else:

@@ -1,0 +1,122 @@
+"""sftrl-doctor as a user runs it: real processes, real DeepSpeed releases."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import AFFECTED, FIXED, ROOT, last_json, require_release, run_python
+
+
+def doctor(*args, env=None):
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "sftrl_patches.doctor", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def findings(proc):
+    report = json.loads(proc.stdout)
+    assert report["schema"] == "sftrl-doctor/1"
+    return {f["check"]: f for f in report["findings"]}
+
+
+def test_static_report_on_affected_release_imports_neither_torch_nor_deepspeed():
+    code = """
+import sys, io, contextlib, json
+from sftrl_patches.doctor import cli
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = cli.main(["--json"])
+heavy = sorted(m for m in ("torch", "deepspeed", "numpy") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy, "report": json.loads(out.getvalue())}))
+"""
+    result = last_json(run_python(code, env=require_release(AFFECTED)))
+    assert result["heavy"] == []
+    assert result["code"] == 0  # affected, and patched on import: nothing to do
+    rows = {f["check"]: f for f in result["report"]["findings"]}
+    drop = rows["deepspeed-offload-ga-drop"]
+    assert drop["state"] == "patchable" and drop["installed"] == AFFECTED and drop["fingerprint_known"] is True
+    assert drop["fixed_in"] == "0.19.0" and any("7967" in link for link in drop["links"])
+    assert rows["deepspeed-offload-multi-backward"]["state"] == "patchable"
+    assert rows["deepspeed-zero2-ga-7718"]["state"] == "not-affected"
+
+
+def test_disabled_on_an_affected_release_needs_action():
+    proc = doctor("--json", env=dict(require_release(AFFECTED), SFTRL_PATCHES_DISABLE="1"))
+    assert proc.returncode == 1
+    row = findings(proc)["deepspeed-offload-ga-drop"]
+    assert row["state"] == "disabled" and row["level"] == "fail" and "SFTRL_PATCHES_DISABLE" in row["remediation"]
+
+
+def test_fixed_release_nothing_to_do():
+    proc = doctor(env=require_release(FIXED))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nothing to do" in proc.stdout and "not-affected" in proc.stdout
+
+
+def test_without_deepspeed_probe_is_skipped_not_passed():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = doctor("--json", "--probe", env=env)
+    rows = findings(proc)
+    assert rows["deepspeed-offload-ga-drop"]["state"] == "not-installed"
+    if rows["probe"]["state"] == "skipped":  # no deepspeed in this interpreter's own site-packages
+        assert rows["probe"]["level"] == "skipped" and "deepspeed" in rows["probe"]["summary"]
+        assert proc.returncode == 0
+
+
+def test_probe_on_affected_release_shows_drop_and_fix():
+    proc = doctor("--json", "--probe", env=require_release(AFFECTED))
+    assert proc.returncode == 0, proc.stderr
+    probe = findings(proc)["probe"]
+    cases = {c["label"]: c for c in probe["data"]["cases"]}
+    ga4 = cases["ZeRO-2 offload GA 4"]
+    assert [round(w) for w in ga4["unpatched"]["weights"]] == [1, 0, 0, 1] and not ga4["unpatched_correct"]
+    assert ga4["patched"]["weights"] == [1, 1, 1, 1] and ga4["patched_correct"]
+    assert ga4["patched"]["max_param_diff"] <= 1e-6
+    assert cases["ZeRO-1 offload GA 4"]["unpatched_correct"]
+    assert probe["data"]["patch_states"]["deepspeed-offload-ga-drop"] == "patched"
+
+
+def test_text_probe_output():
+    proc = doctor("--probe", "probe", env=require_release(AFFECTED))
+    assert "✗ [1, 0, 0, 1]" in proc.stdout and "✓ [1, 1, 1, 1]" in proc.stdout
+
+
+def test_named_checks_and_list():
+    listed = doctor("--list-checks")
+    assert listed.returncode == 0
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert names == ["deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-zero2-ga-7718",
+                     "probe"]
+    only = doctor("--json", "deepspeed-zero2-ga-7718")
+    assert list(findings(only)) == ["deepspeed-zero2-ga-7718"]
+
+
+@pytest.mark.parametrize("args", [["no-such-check"], ["--no-such-flag"], ["--probe-timeout", "soon"]])
+def test_usage_errors_exit_2(args):
+    proc = doctor(*args)
+    assert proc.returncode == 2 and "error" in proc.stderr
+
+
+def test_internal_failure_exits_3():
+    code = """
+import sys
+from sftrl_patches.doctor import cli, report
+def broken(*a, **k):
+    raise RuntimeError("boom")
+report.collect = broken
+sys.exit(cli.main([]))
+"""
+    proc = run_python(code, check=False)
+    assert proc.returncode == 3 and "internal error: RuntimeError: boom" in proc.stderr
+
+
+def test_console_script_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "sftrl-doctor")
+    if not os.path.exists(script):
+        if os.environ.get("SFTRL_REQUIRE_DEEPSPEED") == "1":
+            pytest.fail("sftrl-doctor console script is not installed")
+        pytest.skip("package not pip-installed in this interpreter")
+    proc = subprocess.run([script, "--list-checks"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "deepspeed-offload-ga-drop" in proc.stdout
