@@ -4,16 +4,12 @@ Importing this module arms a stdlib-only import hook: each patch applies right a
 target module executes (at once if it is already imported). It imports no third-party module.
 Switches: SFTRL_PATCHES_DISABLE=1 (or a comma list of patch names), SFTRL_PATCHES_STRICT=1.
 """
-import logging as _logging
-
 from . import _bootstrap
 from .registry import PatchError, Registry
 from .patches import ALL as _ALL
 
 __version__ = "0.1.0"
 __all__ = ["PATCHES", "PatchError", "apply", "revert", "status", "verify"]
-
-logger = _logging.getLogger("sftrl_patches")
 
 PATCHES = {patch.name: patch for patch in _ALL}
 _registry = Registry(_ALL)

@@ -3,8 +3,8 @@
 The callback runs on the module that defines a target, before any `from x import y` elsewhere
 can copy the original, which is why hooks are registered on defining modules.
 """
+import _thread
 import sys
-import threading
 
 
 class _LoaderProxy:
@@ -33,7 +33,7 @@ class PostImportFinder:
 
     def __init__(self):
         self._callbacks = {}
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._searching = set()
 
     def watch(self, module_name, callback):

@@ -3,12 +3,10 @@
 Text-based on purpose: an AST dump changes between Python versions, the source text does not.
 Blank lines, comment-only lines and indentation are ignored; everything else counts.
 """
-import ast
-import hashlib
-import inspect
 
 
 def fingerprint_lines(lines):
+    import hashlib
     kept = []
     for line in lines:
         stripped = line.strip()
@@ -19,6 +17,7 @@ def fingerprint_lines(lines):
 
 def fingerprint_object(obj):
     """Fingerprint of a live function's source; raises OSError/TypeError when there is none."""
+    import inspect
     obj = inspect.unwrap(obj)
     lines, _ = inspect.getsourcelines(obj)
     return fingerprint_lines(lines)
@@ -30,6 +29,7 @@ def fingerprint_in_source(source, owner, attribute):
     Returns None when the definition is not there. Used by the static doctor, which must not
     import the target.
     """
+    import ast
     tree = ast.parse(source)
     body = tree.body
     for part in filter(None, owner.split(".")):

@@ -3,20 +3,23 @@
 A patch module holds data (a `Patch`) and a small wrapper factory per target; everything that
 decides whether to touch a target lives here.
 """
+import _thread
 import functools
 import importlib
-import logging
 import os
 import sys
-import threading
-from dataclasses import dataclass, field
-from importlib import metadata
 
 from . import _config
 from ._fingerprint import fingerprint_in_source, fingerprint_object
 from ._version import VersionRange, parse
 
-logger = logging.getLogger("sftrl_patches")
+# Kept off the import path (`import sftrl_patches` must stay cheap): dataclasses, logging and
+# importlib.metadata are imported when first needed.
+
+
+def _logger():
+    import logging
+    return logging.getLogger("sftrl_patches")
 
 # States, from the user's point of view.
 NOT_INSTALLED = "not-installed"      # the distribution is not in this environment
@@ -41,15 +44,20 @@ class PatchError(RuntimeError):
     """Raised by explicit calls and in strict mode."""
 
 
-@dataclass(frozen=True)
 class Target:
-    """One attribute to wrap. `owner` is a dotted class path inside `module`, '' for module level."""
-    module: str
-    owner: str
-    attribute: str
-    make_wrapper: object  # callable(original) -> wrapper
-    fingerprints: dict = field(default_factory=dict)        # source fingerprint -> releases with that shape
-    fixed_fingerprints: dict = field(default_factory=dict)  # upstream shapes that already carry the fix
+    """One attribute to wrap. `owner` is a dotted class path inside `module`, '' for module level.
+
+    fingerprints: source fingerprint -> the releases with that (broken) shape, which we wrap;
+    fixed_fingerprints: shapes that already carry the fix, which we leave alone.
+    """
+
+    def __init__(self, module, owner, attribute, make_wrapper, fingerprints=None, fixed_fingerprints=None):
+        self.module = module
+        self.owner = owner
+        self.attribute = attribute
+        self.make_wrapper = make_wrapper  # callable(original) -> wrapper
+        self.fingerprints = dict(fingerprints or {})
+        self.fixed_fingerprints = dict(fixed_fingerprints or {})
 
     @property
     def key(self):
@@ -60,42 +68,52 @@ class Target:
         return ".".join(filter(None, (self.module, self.owner, self.attribute)))
 
 
-@dataclass(frozen=True)
 class Patch:
-    name: str
-    title: str
-    distribution: str
-    affected: VersionRange
-    fixed_in: str = None             # first upstream release with the fix, None if none yet
-    verified_through: str = None     # newest release checked; matters only while fixed_in is None
-    targets: tuple = ()              # empty: a documented bug with no patch
-    conditions: str = ""
-    links: tuple = ()
-    remediation: str = ""
-    no_patch_reason: str = ""
-    requires: tuple = ()             # names of patches that must be applied or not needed first
+    """A known bug: where it lives, which releases have it, and (unless targets is empty) the fix."""
+
+    def __init__(self, name, title, distribution, affected, fixed_in=None, verified_through=None, targets=(),
+                 conditions="", links=(), remediation="", no_patch_reason="", requires=()):
+        self.name = name
+        self.title = title
+        self.distribution = distribution
+        self.affected = affected                  # VersionRange
+        self.fixed_in = fixed_in                  # first upstream release with the fix, None if none yet
+        self.verified_through = verified_through  # newest release checked; matters only while fixed_in is None
+        self.targets = tuple(targets)             # empty: a documented bug with no patch
+        self.conditions = conditions
+        self.links = tuple(links)
+        self.remediation = remediation
+        self.no_patch_reason = no_patch_reason
+        self.requires = tuple(requires)           # patches that must be applied (or not needed) first
 
     @property
     def target_modules(self):
         return tuple(dict.fromkeys(t.module for t in self.targets))
 
+    def __repr__(self):
+        return f"Patch({self.name!r})"
 
-@dataclass
+
 class Status:
-    name: str
-    state: str
-    reason: str = ""
-    version: str = None
-    shapes: tuple = ()
-    details: list = field(default_factory=list)
+    def __init__(self, name, state, reason="", version=None, shapes=(), details=None):
+        self.name = name
+        self.state = state
+        self.reason = reason
+        self.version = version
+        self.shapes = tuple(shapes)
+        self.details = list(details or [])
 
     def to_dict(self):
         return {"name": self.name, "state": self.state, "reason": self.reason, "version": self.version,
                 "shapes": list(self.shapes), "details": list(self.details)}
 
+    def __repr__(self):
+        return f"Status({self.name!r}, {self.state!r}, {self.reason!r})"
+
 
 def installed_version(distribution):
     """(version string or None, installed?) read from metadata, without importing the package."""
+    from importlib import metadata
     try:
         return metadata.version(distribution), True
     except metadata.PackageNotFoundError:
@@ -142,6 +160,7 @@ def source_verdict(patch, fingerprints, version_reason):
 
 def _module_file(distribution, module_name):
     """Path of a module's source inside an installed distribution, found without importing it."""
+    from importlib import metadata
     relative = module_name.replace(".", "/") + ".py"
     try:
         candidate = metadata.distribution(distribution).locate_file(relative)
@@ -202,7 +221,7 @@ class Registry:
         self._originals = {}   # target key -> the first original seen, kept forever
         self._status = {}
         self._reverted = set()  # reverted on request: the import hook leaves these alone
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
 
     def arm(self, finder):
         """Watch every target module with the import hook; applies at once to those already imported."""
@@ -212,7 +231,7 @@ class Registry:
             except PatchError:
                 raise  # strict mode
             except Exception:  # never break the importing program
-                logger.exception("sftrl_patches: could not arm the hook for %s", module_name)
+                _logger().exception("sftrl_patches: could not arm the hook for %s", module_name)
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -280,7 +299,7 @@ class Registry:
             try:
                 status = self._apply_locked(patch, import_missing=explicit)
             except Exception as exc:  # never leave a half-applied patch behind
-                logger.exception("sftrl_patches: applying %s failed", name)
+                _logger().exception("sftrl_patches: applying %s failed", name)
                 status = Status(name, ERROR, f"{type(exc).__name__}: {exc}")
             self._status[name] = status
         self._report(status, raise_problems=explicit or _config.strict())
@@ -309,7 +328,7 @@ class Registry:
                 setattr(owner, target.attribute, original)
             raise
         status.state = PATCHED
-        logger.info("sftrl_patches: applied %s (%s)", patch.name, "; ".join(status.shapes))
+        _logger().info("sftrl_patches: applied %s (%s)", patch.name, "; ".join(status.shapes))
         return self._verify(patch, modules, status)
 
     def _all_ours(self, patch, modules):
@@ -364,7 +383,7 @@ class Registry:
             else:
                 status = self.status(name)
         if reverted:
-            logger.info("sftrl_patches: reverted %s", name)
+            _logger().info("sftrl_patches: reverted %s", name)
         return status
 
     def status(self, name, ignore_switches=False):
@@ -402,7 +421,7 @@ class Registry:
                 message += " (" + "; ".join(status.details) + ")"
             if raise_problems:
                 raise PatchError(message)
-            logger.warning(message)
+            _logger().warning(message)
 
 
 def _overriding_subclasses(owner, attribute, original):
