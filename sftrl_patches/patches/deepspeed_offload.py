@@ -119,7 +119,7 @@ ZERO2_GA_NORM = Patch(
     links=("https://github.com/deepspeedai/DeepSpeed/issues/7718",
            "https://github.com/huggingface/trl/issues/4540"),
     remediation="Upgrade to deepspeed>=0.18.3 (or pin <=0.17.5). Under OpenRLHF 0.8.11-0.9.0, which pin a "
-                "release in this window, install a fixed DeepSpeed next to it.",
+                "release in this window, install deepspeed>=0.18.3 over its exact pin.",
     no_patch_reason="no patch: the upstream fix (0.18.3) rewrites how the engine and the ZeRO optimizer hook "
                     "into backward (gradient-accumulation post hooks counted per backward, across engine.py "
                     "and stage_1_and_2.py), not one missing step a wrapper could add safely",
