@@ -21,6 +21,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import deepspeed_releases  # noqa: E402
 
+sys.path.insert(0, ROOT)
+from sftrl_patches.probes import free_port  # noqa: E402
+
 STEP_CHILD = r"""
 import json, os, sys, time, importlib
 os.environ.setdefault("MASTER_ADDR", "127.0.0.1"); os.environ.setdefault("MASTER_PORT", sys.argv[2])
@@ -47,19 +50,12 @@ print(json.dumps({"state": sftrl_patches.status("deepspeed-offload-ga-drop").sta
 """
 
 
-def _free_port():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
 def step_times(version, patched, steps):
     env = deepspeed_releases.child_env(version)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     env["SFTRL_PATCHES_DISABLE"] = "" if patched else "1"
     env["PYTHONWARNINGS"] = "ignore"
-    out = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps), _free_port()], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps), str(free_port())], env=env, capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

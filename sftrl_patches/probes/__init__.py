@@ -58,7 +58,7 @@ def run_child(cases, patched, nprocs=1, timeout=300, python=None, env=None):
                        "--out", out]
         if nprocs > 1:
             command = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),
-                       "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + module_args
+                       "--master_addr", "127.0.0.1", "--master_port", str(free_port())] + module_args
         else:
             command = [python] + module_args
         started = time.time()
@@ -71,7 +71,7 @@ def run_child(cases, patched, nprocs=1, timeout=300, python=None, env=None):
     return payload
 
 
-def _free_port():
+def free_port():
     import socket
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
