@@ -117,7 +117,8 @@ def main(argv=None):
     doctor_probe = wall(doctor + ["--probe"], doctor_env, runs=1)
     result = {
         "meta": {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                 "python": platform.python_version(), "command": "python benchmarks/overhead.py"},
+                 "python": platform.python_version(),
+                 "command": " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])])},
         "step": step, "ratios": ratios, "import": import_cost(args.import_runs),
         "doctor": {"static_median_s": statistics.median(doctor_static), "probe_s": doctor_probe[0]},
     }
