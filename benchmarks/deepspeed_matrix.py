@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import deepspeed_releases  # noqa: E402
-from sftrl_patches.probes import ProbeFailed, case_is_correct, run_child  # noqa: E402
+from sftrl_patches.probes import case_is_correct, run_child  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -51,7 +51,7 @@ def run_release(version, cases, timeout):
     for label, patched in (("unpatched", False), ("patched", True)):
         try:
             row[label] = run_child(cases, patched=patched, timeout=timeout, env=env)
-        except (ProbeFailed, Exception) as exc:  # one broken release must not stop the matrix
+        except Exception as exc:  # one broken release must not stop the matrix
             row[label] = {"error": str(exc)[-1500:]}
     return row
 

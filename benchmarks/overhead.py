@@ -21,15 +21,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import deepspeed_releases  # noqa: E402
 
-sys.path.insert(0, ROOT)
-from sftrl_patches.probes import free_port  # noqa: E402
-
 STEP_CHILD = r"""
-import json, os, sys, time, importlib
-os.environ.setdefault("MASTER_ADDR", "127.0.0.1"); os.environ.setdefault("MASTER_PORT", sys.argv[2])
-for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")): os.environ.setdefault(k, v)
+import json, sys, time
+from sftrl_patches.probes.deepspeed_offload import prepare_environment, skip_shm_build
+prepare_environment()
 import sftrl_patches, torch, deepspeed
-importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+skip_shm_build()
 import logging; logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 deepspeed.init_distributed(dist_backend="gloo", verbose=False)
 torch.manual_seed(0)
@@ -55,7 +52,7 @@ def step_times(version, patched, steps):
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     env["SFTRL_PATCHES_DISABLE"] = "" if patched else "1"
     env["PYTHONWARNINGS"] = "ignore"
-    out = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps), str(free_port())], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps)], env=env, capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -175,19 +175,28 @@ def _module_file(distribution, module_name):
     return None
 
 
+_FILE_FINGERPRINTS = {}  # (path, mtime_ns, size, owner, attribute) -> fingerprint
+
+
+def _fingerprint_in_file(path, owner, attribute):
+    # status() of a patch and of the patches it requires read the same big module: parse it once.
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size, owner, attribute)
+    if key not in _FILE_FINGERPRINTS:
+        with open(path, encoding="utf-8") as handle:
+            _FILE_FINGERPRINTS[key] = fingerprint_in_source(handle.read(), owner, attribute)
+    return _FILE_FINGERPRINTS[key]
+
+
 def file_fingerprints(patch):
     """Fingerprints of every target read from the installed files: the doctor never imports them."""
     fingerprints = {}
-    sources = {}
     for target in patch.targets:
         try:
-            if target.module not in sources:
-                path = _module_file(patch.distribution, target.module)
-                if path is None:
-                    raise OSError(f"no source file for {target.module}")
-                with open(path, encoding="utf-8") as handle:
-                    sources[target.module] = handle.read()
-            fingerprints[target.key] = fingerprint_in_source(sources[target.module], target.owner, target.attribute)
+            path = _module_file(patch.distribution, target.module)
+            if path is None:
+                raise OSError(f"no source file for {target.module}")
+            fingerprints[target.key] = _fingerprint_in_file(path, target.owner, target.attribute)
         except (OSError, SyntaxError, ValueError) as exc:
             fingerprints[target.key] = exc
     return fingerprints

@@ -14,7 +14,6 @@ Usage: python -m sftrl_patches.probes.deepspeed_offload --cases JSON --out FILE
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 import traceback
@@ -23,12 +22,11 @@ LR = 0.5
 IN, HIDDEN, OUT = 6, 12, 3
 
 
-def _prepare_environment():
+def prepare_environment():
+    """Single-rank defaults for torch.distributed on loopback; the CPU accelerator without CUDA."""
+    from . import free_port
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
         os.environ.setdefault(name, value)
     import torch
@@ -36,7 +34,7 @@ def _prepare_environment():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
-def _skip_shm_build():
+def skip_shm_build():
     # The CPU accelerator JIT-builds a shared-memory comm op (~60 s of g++) that one process
     # over gloo never needs; DeepSpeed falls back to torch.distributed when it is None.
     import importlib
@@ -144,12 +142,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="where rank 0 writes the JSON result")
     args = parser.parse_args(argv)
     cases = json.loads(args.cases)
-    _prepare_environment()
+    prepare_environment()
 
     import sftrl_patches  # arms the hook before DeepSpeed loads, even without autoload
     started = time.time()
     import deepspeed
-    _skip_shm_build()
+    skip_shm_build()
     import logging
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)
