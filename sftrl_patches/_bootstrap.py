@@ -22,6 +22,10 @@ class _LoaderProxy:
         if getattr(module, "__spec__", None) is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
+        # Its body has finished: say so before the callbacks, which tell a module still running
+        # (one target module importing another) from a finished one by this flag.
+        if getattr(module, "__spec__", None) is not None and getattr(module.__spec__, "_initializing", False):
+            module.__spec__._initializing = False
         self._on_executed(module)
 
     def __getattr__(self, name):

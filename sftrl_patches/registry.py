@@ -49,6 +49,8 @@ class Target:
 
     fingerprints: source fingerprint -> the releases with that (broken) shape, which we wrap;
     fixed_fingerprints: shapes that already carry the fix, which we leave alone.
+    make_wrapper=None makes a guard: its shape is checked like any target's, but it is not
+    replaced (for code a wrapper elsewhere relies on).
     """
 
     def __init__(self, module, owner, attribute, make_wrapper, fingerprints=None, fixed_fingerprints=None):
@@ -62,6 +64,10 @@ class Target:
     @property
     def key(self):
         return (self.module, self.owner, self.attribute)
+
+    @property
+    def is_guard(self):
+        return self.make_wrapper is None
 
     @property
     def dotted(self):
@@ -209,6 +215,11 @@ def _resolve_owner(module, owner_path):
     return owner
 
 
+def _still_executing(module):
+    # importlib marks a module's spec while its body runs (a target module can import another one).
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def _is_ours(obj, patch_name=None):
     mark = getattr(obj, PATCH_MARK, None)
     return mark is not None and (patch_name is None or mark == patch_name)
@@ -291,6 +302,8 @@ class Registry:
         modules = {}
         for name in patch.target_modules:
             module = sys.modules.get(name)
+            if module is not None and _still_executing(module):
+                module = None  # a patch over several modules waits for each to finish; its hook comes back
             if module is None and import_missing and installed_version(patch.distribution)[1]:
                 module = importlib.import_module(name)
             if module is not None:
@@ -324,6 +337,8 @@ class Registry:
         applied = []
         try:
             for target in patch.targets:
+                if target.is_guard:
+                    continue
                 owner = _resolve_owner(modules[target.module], target.owner)
                 original = originals[target.key]
                 wrapper = target.make_wrapper(original)
@@ -343,7 +358,7 @@ class Registry:
     def _all_ours(self, patch, modules):
         try:
             return all(_is_ours(_raw_attribute(_resolve_owner(modules[t.module], t.owner), t.attribute), patch.name)
-                       for t in patch.targets)
+                       for t in patch.targets if not t.is_guard)
         except (AttributeError, KeyError):
             return False
 
@@ -352,6 +367,8 @@ class Registry:
         status = status or Status(patch.name, PATCHED, "", installed_version(patch.distribution)[0])
         status.details = []
         for target in patch.targets:
+            if target.is_guard:
+                continue
             owner = _resolve_owner(modules[target.module], target.owner)
             current = _raw_attribute(owner, target.attribute)
             if not _is_ours(current, patch.name):

@@ -109,7 +109,8 @@ def run_case(case):
                 engine.backward(loss)  # DeepSpeed divides by GA itself
                 engine.step()          # a no-op until the boundary
             else:
-                engine.set_gradient_accumulation_boundary(i == n_micro - 1)
+                if mode == "multi_backward":  # the documented way; "no_boundary" is OpenRLHF's dynamic batch
+                    engine.set_gradient_accumulation_boundary(i == n_micro - 1)
                 engine.backward(loss / n_micro)
         if mode != "ga":
             engine.step()

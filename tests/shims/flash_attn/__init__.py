@@ -1,0 +1,1 @@
+"""Test double: flash-attn is CUDA-only. OpenRLHF imports these names at module level."""

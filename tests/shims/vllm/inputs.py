@@ -1,0 +1,1 @@
+from . import SamplingParams as TokensPrompt  # noqa: F401 - raises if used
