@@ -78,7 +78,7 @@ class Patch:
     """A known bug: where it lives, which releases have it, and (unless targets is empty) the fix."""
 
     def __init__(self, name, title, distribution, affected, fixed_in=None, verified_through=None, targets=(),
-                 conditions="", links=(), remediation="", no_patch_reason="", requires=()):
+                 conditions="", links=(), remediation="", no_patch_reason="", requires=(), advisory=False):
         self.name = name
         self.title = title
         self.distribution = distribution
@@ -91,6 +91,7 @@ class Patch:
         self.remediation = remediation
         self.no_patch_reason = no_patch_reason
         self.requires = tuple(requires)           # patches that must be applied (or not needed) first
+        self.advisory = advisory                  # the bug needs a run-time option we cannot see: warn, not fail
 
     @property
     def target_modules(self):

@@ -66,3 +66,25 @@ def toylib(tmp_path):
             (info / "METADATA").write_text(meta)
         return str(tmp_path)
     return make
+
+
+# ---- OpenRLHF releases, installed with --no-deps into .orl-releases/<version> by .ci/run ----------
+ORL_RELEASES = os.path.join(ROOT, ".orl-releases")
+SHIMS = os.path.join(ROOT, "tests", "shims")
+ORL_AFFECTED = ("0.9.10", "0.10.3")   # the paper's release, and the last one with the window half of the bug
+ORL_FIXED = "0.10.4"
+ORL_OLD = "0.6.4"                     # GPTLMLoss era: affected, not patched
+
+
+def require_openrlhf(version, deepspeed=None):
+    """Environment for a child that imports OpenRLHF `version` (and a DeepSpeed release) on CPU."""
+    folder = os.path.join(ORL_RELEASES, version)
+    if not os.path.isdir(os.path.join(folder, "openrlhf")):
+        message = (f"OpenRLHF {version} is not installed in .orl-releases/ "
+                   f"(pip install --no-deps --target .orl-releases/{version} openrlhf=={version})")
+        if os.environ.get("SFTRL_REQUIRE_DEEPSPEED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    env = require_release(deepspeed) if deepspeed else dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SHIMS, folder, env.get("PYTHONPATH")]))
+    return env

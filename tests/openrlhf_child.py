@@ -3,8 +3,8 @@
 Run under torch.distributed.run by tests/test_openrlhf.py, with an OpenRLHF release, a DeepSpeed
 release and tests/shims on PYTHONPATH. Real: SFTTrainer.fit / ActorPPOTrainer.ppo_train and
 training_step, SFTLoss / PolicyLoss, Actor over a tiny transformers Qwen2 model, DeepspeedStrategy
-with ZeRO-2 (plus zero_allow_untested_optimizer, for SGD), NaiveReplayBuffer, Experience. Test-only: the no-op torch.cuda calls below (CPU
-machine), and the ActorPPOTrainer is built with __new__ because its __init__ connects to vLLM.
+with its ZeRO-2 DeepSpeed config, NaiveReplayBuffer, Experience. Test-only: the no-op torch.cuda calls below (CPU
+machine), SGD instead of Adam (see prepare()), and the ActorPPOTrainer is built with __new__ because its __init__ connects to vLLM.
 
 Each rank's micro-batches have very different numbers of loss tokens. The update of one SGD step
 (lr 1, no clipping) is compared with the gradient of the token mean over every loss token of the
@@ -63,7 +63,7 @@ def make_args():
                             tensorboard_dir=None, logging_steps=1)
     args.eval = namespace(steps=10**9)
     args.ckpt = namespace(save_steps=-1, path="/nonexistent", max_num=1, max_mem=1)
-    args.kl = namespace(use_loss=False, init_coef=0.0, estimator="k1")
+    args.algo = namespace(kl=namespace(use_loss=False, init_coef=0.0, estimator="k1"))
     return args
 
 
@@ -98,9 +98,6 @@ def make_strategy(args):
     strategy = DeepspeedStrategy(seed=0, max_norm=0.0, micro_train_batch_size=1, train_batch_size=GA * 2,
                                  zero_stage=2, args=args)
     strategy.setup_distributed()
-    # SGD (lr 1) makes the update equal the gradient; DeepSpeed wants this flag for a torch optimizer.
-    ds_config = strategy.get_ds_train_config
-    strategy.get_ds_train_config = lambda is_actor: {**ds_config(is_actor), "zero_allow_untested_optimizer": True}
     assert strategy.accumulated_gradient == GA, strategy.accumulated_gradient
     return strategy
 
@@ -112,6 +109,30 @@ def make_actor(base_model):
     actor = Actor(copy.deepcopy(base_model), attn_implementation="eager", param_dtype="fp32")
     actor.packing_samples = False
     return actor
+
+
+def prepare(strategy, actor):
+    """The DeepSpeed engine from OpenRLHF's own ZeRO-2 config, driving SGD with lr 1.
+
+    strategy.prepare() builds the optimizer itself (Adam; from 0.10.3 from the DeepSpeed config),
+    whose update is not linear in the gradient, so the test builds the same engine with a plain
+    SGD optimizer: the update of one step is then exactly the gradient.
+    """
+    import deepspeed
+    try:
+        config = strategy.get_ds_train_config(is_actor=True)
+    except TypeError:
+        config = strategy.get_ds_train_config(True)
+    config = {k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}
+    config["zero_allow_untested_optimizer"] = True  # DeepSpeed asks for it with a torch optimizer
+    assert config["zero_optimization"]["stage"] == 2
+    optim = torch.optim.SGD(actor.model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
+    engine, optim, _, scheduler = deepspeed.initialize(model=actor.model, optimizer=optim, lr_scheduler=scheduler,
+                                                       config=config, dist_init_required=True)
+    assert engine.gradient_accumulation_steps() == GA
+    actor.model = engine
+    return actor, optim, scheduler
 
 
 def flat_params(module):
@@ -139,10 +160,7 @@ def sft_token_losses(model):
 
 def run_sft(strategy, base_model, rank):
     from openrlhf.trainer.sft_trainer import SFTTrainer
-    actor = make_actor(base_model)
-    optim = torch.optim.SGD(actor.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
-    actor, optim, scheduler = strategy.prepare((actor, optim, scheduler))
+    actor, optim, scheduler = prepare(strategy, make_actor(base_model))
     loader = torch.utils.data.DataLoader(micro_batches(rank), batch_size=None)
     before = flat_params(actor.model.module)
     trainer = SFTTrainer(model=actor, strategy=strategy, optim=optim, train_dataloader=loader,
@@ -162,7 +180,7 @@ def experiences(rank):
         mask = loss_mask.squeeze(1)[:, 1:].bool()  # action i is the token at i+1
         actions = mask.size(1)
         g = torch.Generator().manual_seed(7 + 10 * rank + i)
-        values = dict(sequences=sequences, attention_mask=attention.squeeze(1).bool(), action_mask=mask,
+        values = dict(sequences=sequences, attention_mask=attention.squeeze(1), action_mask=mask,
                       action_log_probs=-torch.rand(1, actions, generator=g) - 1.0,
                       base_action_log_probs=None, rollout_log_probs=None, values=None, returns=None,
                       advantages=torch.randn(1, 1, generator=g).expand(1, actions).clone(), kl=None, info={})
@@ -179,7 +197,7 @@ def actor_token_losses(loss_fn):
         for rank in (0, 1):
             for experience in experiences(rank):
                 mask = experience.action_mask
-                logps = model(experience.sequences, mask.size(1), attention_mask=experience.attention_mask)
+                logps = model(experience.sequences, action_mask=mask, attention_mask=experience.attention_mask)
                 # PolicyLoss per token, before its reduction: -min(ratio*A, clip(ratio)*A)
                 ratio = (logps - experience.action_log_probs).exp()
                 adv = experience.advantages
@@ -192,18 +210,17 @@ def run_actor(strategy, base_model, rank):
     from openrlhf.models import PolicyLoss
     from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
     from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
-    actor = make_actor(base_model)
-    optim = torch.optim.SGD(actor.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
-    actor, optim, scheduler = strategy.prepare((actor, optim, scheduler))
+    actor, optim, scheduler = prepare(strategy, make_actor(base_model))
     trainer = ActorPPOTrainer.__new__(ActorPPOTrainer)  # __init__ opens a vLLM weight-sync group
     trainer.strategy, trainer.args = strategy, strategy.args
     trainer.actor, trainer.actor_optim, trainer.actor_scheduler = actor, optim, scheduler
     trainer.ema_model, trainer.max_epochs, trainer.aux_loss = None, 1, False
     trainer.dataloader_pin_memory, trainer.micro_train_batch_size = False, 1
     trainer.actor_loss_fn = PolicyLoss()
-    buffer_args = [1, 0, True]
-    trainer.replay_buffer = NaiveReplayBuffer(*buffer_args)
+    # The buffer's __init__ formats f"cuda:{current_device()}" (unused with cpu_offload=False).
+    torch.cuda.current_device = lambda: 0
+    trainer.replay_buffer = NaiveReplayBuffer(1, 0, False)
+    torch.cuda.current_device = lambda: "cpu"
     for experience in experiences(rank):
         trainer.replay_buffer.append(experience)
     torch.manual_seed(123)  # the replay-buffer DataLoader shuffles: same order on both runs

@@ -23,6 +23,8 @@ def to_text(report):
             lines.append(f"    {finding['distribution']} {finding.get('installed') or '(not installed)'}; "
                          f"affected {finding['affected_range']}; fixed in {finding.get('fixed_in') or 'no release yet'}")
         lines.append(f"    {finding['summary']}")
+        if finding.get("conditions") and finding["state"] not in ("not-affected", "not-installed"):
+            lines.append(f"    when: {finding['conditions']}")
         if finding.get("fingerprint_known") is not None and finding["state"] not in ("not-affected", "not-installed"):
             lines.append(f"    source fingerprint known: {'yes' if finding['fingerprint_known'] else 'no'}"
                          + (f" ({'; '.join(finding['shapes'])})" if finding["shapes"] else ""))

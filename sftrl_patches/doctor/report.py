@@ -33,6 +33,7 @@ class Finding:
     remediation: str = ""
     links: list = field(default_factory=list)
     data: dict = None
+    conditions: str = ""
 
 
 def _patch_finding(patch, reg):
@@ -50,13 +51,15 @@ def _patch_finding(patch, reg):
         remediation = "Patched when the target is imported in a process that imported sftrl_patches."
     elif level == FAIL:
         remediation = patch.remediation
+        if patch.advisory and status.state == registry.NO_PATCH:
+            level = WARN  # only runs with `conditions` are hit, and the doctor cannot see run flags
     return Finding(
         check=patch.name, level=level, title=patch.title, state=status.state, summary=status.reason,
         distribution=patch.distribution, installed=status.version, affected_range=str(patch.affected),
         fixed_in=patch.fixed_in,
         fingerprint_known=(bool(status.shapes) or status.state == registry.PATCHED) if patch.targets else None,
         shapes=list(status.shapes), details=list(status.details), remediation=remediation,
-        links=list(patch.links))
+        links=list(patch.links), conditions=patch.conditions)
 
 
 def _probe_finding(probe_result):

@@ -238,4 +238,22 @@ RL_BEFORE_0_8_6 = Patch(
     remediation=UPGRADE,
 )
 
-PATCHES = (SFT, ACTOR, CRITIC, SFT_BEFORE_0_7, RL_BEFORE_0_8_6)
+DYNAMIC_BATCH = Patch(
+    name="openrlhf-dynamic-batch-zero12",
+    title="OpenRLHF dynamic batching with ZeRO-1/2: only the last backward() of a step reaches the optimizer",
+    distribution=DISTRIBUTION,
+    affected=VersionRange("0.8.6", None),
+    verified_through="0.11.2",
+    no_patch_reason=(
+        "dynamic batching sets DeepSpeed's GA to 1 and calls backward() once per micro-batch without "
+        "set_gradient_accumulation_boundary(), so every backward() is a boundary. Measured on CPU "
+        "(probe mode no_boundary, GA=1 with 4 backward() calls): weights [0,0,0,1], max param diff 0.126, "
+        "ZeRO-1 and ZeRO-2, with and without offload, DeepSpeed 0.18.9 and 0.19.8; 0.19.8 with offload "
+        "[0,1,1,1]; unchanged by this package's DeepSpeed patches; checked through OpenRLHF 0.11.2"),
+    conditions="--use_dynamic_batch (<= 0.10.1) or --train.dynamic_batch_enable (>= 0.10.2) with ZeRO stage 1 or 2",
+    links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/deepspeedai/DeepSpeed/pull/7981"),
+    remediation="train without dynamic batching (fixed micro-batches, DeepSpeed's own gradient accumulation)",
+    advisory=True,
+)
+
+PATCHES = (SFT, ACTOR, CRITIC, SFT_BEFORE_0_7, RL_BEFORE_0_8_6, DYNAMIC_BATCH)
