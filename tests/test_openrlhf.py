@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import (FIXED, MULTI_RANK, ORL_AFFECTED, ORL_FIXED, ORL_OLD, ROOT, last_json, require_openrlhf,
+from conftest import (AFFECTED, FIXED, MULTI_RANK, ORL_AFFECTED, ORL_FIXED, ORL_OLD, ROOT, last_json, require_openrlhf,
                       run_python)
 
 sys.path.insert(0, ROOT)
@@ -70,7 +70,7 @@ print(json.dumps({"patched": patched, "unpatched": unpatched}))
 
 @pytest.mark.parametrize("version", ORL_AFFECTED)
 def test_facts_example_gives_4_patched_and_3_25_unpatched(version):
-    out = last_json(run_python(STEP_LOSS, env=require_openrlhf(version)))
+    out = last_json(run_python(STEP_LOSS, env=require_openrlhf(version, AFFECTED)))
     assert out["unpatched"] == pytest.approx(3.25)
     assert out["patched"] == pytest.approx(4.0)
 
