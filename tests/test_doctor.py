@@ -88,7 +88,9 @@ def test_named_checks_and_list():
     assert listed.returncode == 0
     names = [line.split()[0] for line in listed.stdout.splitlines()]
     assert names == ["deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-zero2-ga-7718",
-                     "probe"]
+                     "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
+                     "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
+                     "openrlhf-dynamic-batch-zero12", "probe"]
     only = doctor("--json", "deepspeed-zero2-ga-7718")
     assert list(findings(only)) == ["deepspeed-zero2-ga-7718"]
 

@@ -162,3 +162,15 @@ def test_a_micro_batch_that_cannot_be_counted_falls_back_to_the_trainers_own_los
     # First window: 1 and 2 tokens -> 2/3 and 4/3 of the per-micro-batch mean; then the fallback.
     assert out["scales"] == pytest.approx([2 / 3, 4 / 3, 1.0, 1.0])
     assert len(out["reasons"]) == 1 and "no mask" in out["reasons"][0]
+
+
+def test_dynamic_batch_pattern_keeps_only_the_last_backward_on_current_deepspeed():
+    """Backs the openrlhf-dynamic-batch-zero12 row: GA=1, 4 backward() without the boundary."""
+    from conftest import require_release
+    from sftrl_patches.probes import run_child
+    case = {"label": "no boundary", "stage": 2, "ga": 4, "mode": "no_boundary", "offload": False, "steps": 1}
+    result = run_child([case], patched=True, env=require_release(FIXED))["results"][0]
+    assert result["weights"] == pytest.approx([0, 0, 0, 1], abs=0.01), result
+    documented = dict(case, mode="multi_backward")  # the same calls with the boundary set: all four count
+    result = run_child([documented], patched=True, env=require_release(FIXED))["results"][0]
+    assert result["weights"] == pytest.approx([1, 1, 1, 1], abs=0.01), result
