@@ -27,7 +27,8 @@ class StepWindows:
     count: item -> number of loss tokens in it (on this rank).
     mode: LOCAL_MEAN or GLOBAL_MICRO_MEAN, how the trainer already normalises each micro-batch.
     Every rank must iterate the same number of items (OpenRLHF's samplers guarantee it): each
-    window costs one all-reduce of `accumulation + 1` numbers.
+    window costs one all-reduce of `accumulation + 1` numbers. A step split across two epochs
+    is normalised per part (each part's token mean, weighted by its share of the GA micro-batches).
     """
 
     def __init__(self, loader, accumulation, count, mode=LOCAL_MEAN, group=None, on_fallback=None):
@@ -42,6 +43,7 @@ class StepWindows:
         self.group = group
         self.on_fallback = on_fallback  # called once with a reason when counting fails
         self.scale = 1.0
+        self.position = 0  # micro-batches handed out so far, over every epoch
         self.active = True
         self.last_window = None  # (local counts, global counts, scales): for logs and tests
 
@@ -52,14 +54,18 @@ class StepWindows:
         return getattr(self.__dict__["loader"], name)
 
     def __iter__(self):
+        # Windows follow the trainer's micro-step count across epochs (it starts at a step
+        # boundary): after an epoch that ended mid-step, the first window only completes that step.
         items = iter(self.loader)
         while True:
-            window = list(itertools.islice(items, self.accumulation))
+            size = self.accumulation - self.position % self.accumulation
+            window = list(itertools.islice(items, size))
             if not window:
                 return
             scales = self._scales(window) if self.active else [1.0] * len(window)
             for item, scale in zip(window, scales):
                 self.scale = scale
+                self.position += 1
                 yield item
             self.scale = 1.0
 

@@ -174,3 +174,25 @@ def test_dynamic_batch_pattern_keeps_only_the_last_backward_on_current_deepspeed
     documented = dict(case, mode="multi_backward")  # the same calls with the boundary set: all four count
     result = run_child([documented], patched=True, env=require_release(FIXED))["results"][0]
     assert result["weights"] == pytest.approx([1, 1, 1, 1], abs=0.01), result
+
+
+EPOCHS = """
+import json
+from sftrl_patches.loss_window import StepWindows
+windows = StepWindows([1, 1, 1], accumulation=2, count=lambda item: item)
+sizes = []
+for epoch in range(3):   # 3 items per epoch, GA 2: steps are (1,2) (3|1) (2,3) (1,2) ...
+    seen = []
+    for item in windows:
+        seen.append(windows.scale)
+    sizes.append(seen)
+print(json.dumps({"scales": sizes, "position": windows.position}))
+"""
+
+
+def test_windows_stay_aligned_with_optimizer_steps_across_epochs():
+    out = last_json(run_python(EPOCHS))
+    # Epoch 1: a full step (scales 1, 1) then half a step alone (1 token: scale 1*2/1 = 2).
+    # Epoch 2: the other half (2), then a full step (1, 1). Misaligned windows would give 1, 1, 1.
+    assert out["scales"] == [[1.0, 1.0, 2.0], [2.0, 1.0, 1.0], [1.0, 1.0, 2.0]]
+    assert out["position"] == 9
