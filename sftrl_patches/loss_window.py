@@ -51,7 +51,10 @@ class StepWindows:
         return len(self.loader)
 
     def __getattr__(self, name):  # sampler, batch_size, state_dict, ...: the loader's own
-        return getattr(self.__dict__["loader"], name)
+        loader = self.__dict__.get("loader")
+        if loader is None:
+            raise AttributeError(name)
+        return getattr(loader, name)
 
     def __iter__(self):
         # Windows follow the trainer's micro-step count across epochs (it starts at a step

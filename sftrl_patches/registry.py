@@ -304,7 +304,7 @@ class Registry:
         for name in patch.target_modules:
             module = sys.modules.get(name)
             if module is not None and _still_executing(module):
-                module = None  # a patch over several modules waits for each to finish; its hook comes back
+                continue  # a patch over several modules waits for each to finish; its hook comes back
             if module is None and import_missing and installed_version(patch.distribution)[1]:
                 module = importlib.import_module(name)
             if module is not None:
