@@ -45,7 +45,6 @@ class StepWindows:
         self.scale = 1.0
         self.position = 0  # micro-batches handed out so far, over every epoch
         self.active = True
-        self.last_window = None  # (local counts, global counts, scales): for logs and tests
 
     def __len__(self):
         return len(self.loader)
@@ -98,11 +97,8 @@ class StepWindows:
         if total <= 0:  # nothing to learn from in this step: leave the trainer's own loss
             return [1.0] * len(window)
         if self.mode == LOCAL_MEAN:
-            scales = [c * self.accumulation * world / total for c in counts]
-        else:
-            scales = [g * self.accumulation / total for g in global_counts]
-        self.last_window = (counts, global_counts, scales)
-        return scales
+            return [c * self.accumulation * world / total for c in counts]
+        return [g * self.accumulation / total for g in global_counts]
 
 
 def _device(group):
@@ -122,24 +118,15 @@ def _all_reduce_sum(vector, group):
     return dist.get_world_size(group)
 
 
-@contextlib.contextmanager
 def scaled_backward(strategy, windows):
-    """While active, strategy.backward(loss, ...) receives loss * windows.scale."""
-    own = vars(strategy).get("backward", _MISSING)
+    """A context in which strategy.backward(loss, ...) receives loss * windows.scale."""
     original = strategy.backward
 
     def backward(loss, *args, **kwargs):
         scale = windows.scale
         return original(loss * scale if scale != 1.0 else loss, *args, **kwargs)
 
-    strategy.backward = backward
-    try:
-        yield
-    finally:
-        if own is _MISSING:
-            vars(strategy).pop("backward", None)
-        else:
-            strategy.backward = own
+    return replaced_attribute(strategy, "backward", backward)
 
 
 @contextlib.contextmanager

@@ -192,18 +192,16 @@ def experiences(rank):
     return out
 
 
-def actor_token_losses(loss_fn):
-    def token_losses(model):
-        for rank in (0, 1):
-            for experience in experiences(rank):
-                mask = experience.action_mask
-                logps = model(experience.sequences, action_mask=mask, attention_mask=experience.attention_mask)
-                # PolicyLoss per token, before its reduction: -min(ratio*A, clip(ratio)*A)
-                ratio = (logps - experience.action_log_probs).exp()
-                adv = experience.advantages
-                per_token = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
-                yield per_token, mask.float()
-    return token_losses
+def actor_token_losses(model):
+    for rank in (0, 1):
+        for experience in experiences(rank):
+            mask = experience.action_mask
+            logps = model(experience.sequences, action_mask=mask, attention_mask=experience.attention_mask)
+            # PolicyLoss per token, before its reduction: -min(ratio*A, clip(ratio)*A)
+            ratio = (logps - experience.action_log_probs).exp()
+            adv = experience.advantages
+            per_token = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
+            yield per_token, mask.float()
 
 
 def run_actor(strategy, base_model, rank):
@@ -240,11 +238,7 @@ def main():
     base_model = tiny_model()
     name = {"sft": "openrlhf-sft-loss-aggregation", "actor": "openrlhf-actor-loss-aggregation"}[options.trainer]
     run = run_sft if options.trainer == "sft" else run_actor
-    if options.trainer == "sft":
-        reference = reference_gradient(base_model, sft_token_losses)
-    else:
-        from openrlhf.models import PolicyLoss  # noqa: F401 - imported for the same module state
-        reference = reference_gradient(base_model, actor_token_losses(None))
+    reference = reference_gradient(base_model, sft_token_losses if options.trainer == "sft" else actor_token_losses)
 
     import openrlhf.trainer.sft_trainer  # noqa: F401 - the hook patches on import
     if options.trainer == "actor":

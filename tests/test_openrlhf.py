@@ -9,7 +9,7 @@ from conftest import (AFFECTED, FIXED, MULTI_RANK, ORL_AFFECTED, ORL_FIXED, ORL_
                       run_python)
 
 sys.path.insert(0, ROOT)
-from sftrl_patches.probes import free_port  # noqa: E402
+from sftrl_patches.probes import launch_command  # noqa: E402
 
 PATCH_OF = {"sft": "openrlhf-sft-loss-aggregation", "actor": "openrlhf-actor-loss-aggregation"}
 
@@ -20,9 +20,8 @@ def run_two_ranks(version, deepspeed, trainer, tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     env.update(DS_ACCELERATOR="cpu", PYTHONWARNINGS="ignore", SFTRL_PATCHES_DISABLE="")
     out = tmp_path / "result.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), os.path.join(ROOT, "tests", "openrlhf_child.py"),
-               "--trainer", trainer, "--out", str(out)]
+    command = launch_command(sys.executable, 2, [os.path.join(ROOT, "tests", "openrlhf_child.py"),
+                                                 "--trainer", trainer, "--out", str(out)])
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and out.exists(), proc.stderr[-4000:]
     return json.loads(out.read_text())

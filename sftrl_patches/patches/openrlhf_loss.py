@@ -23,6 +23,9 @@ UPGRADE = ("upgrade to openrlhf>=0.10.4 (it pins deepspeed>=0.19.1), or stay on 
            "package patches (SFT 0.7.0-0.10.3, PPO/GRPO 0.8.6-0.10.3)")
 
 
+_ABSENT = object()
+
+
 def read_arg(args, *names, default=None):
     """The first of `names` present on args; dotted names walk OpenRLHF's >=0.10.2 nested config."""
     for name in names:
@@ -34,9 +37,6 @@ def read_arg(args, *names, default=None):
         if value is not _ABSENT:
             return value
     return default
-
-
-_ABSENT = object()
 
 
 def unsupported_reason(strategy, loss_fn=None, dynamic_batch_flags=()):
@@ -66,17 +66,18 @@ _WARNED = set()
 
 
 def _warn_once(patch_name, where, reason):
+    """where: the qualified name of the trainer method left as it is."""
     if (patch_name, reason) not in _WARNED:
         _WARNED.add((patch_name, reason))
         _logger().warning("sftrl_patches: %s left %s as it is for this run: %s; the loss is still a mean "
                           "of per-micro-batch means", patch_name, where, reason)
 
 
-def _windows(patch_name, where, loader, strategy, count, mode):
+def _windows(patch_name, original, loader, strategy, count, mode):
     from .. import loss_window
     return loss_window.StepWindows(
         loader, strategy.accumulated_gradient, count, mode,
-        on_fallback=lambda reason: _warn_once(patch_name, where, reason))
+        on_fallback=lambda reason: _warn_once(patch_name, original.__qualname__, reason))
 
 
 # ---- SFT --------------------------------------------------------------------------------------
@@ -94,9 +95,9 @@ def wrap_sft_fit(original):
         from .. import loss_window
         reason = unsupported_reason(self.strategy, getattr(self, "loss_fn", None))
         if reason:
-            _warn_once(SFT.name, "SFTTrainer.fit", reason)
+            _warn_once(SFT.name, original.__qualname__, reason)
             return original(self, *args, **kwargs)
-        windows = _windows(SFT.name, "SFTTrainer.fit", self.train_dataloader, self.strategy, _sft_loss_tokens, mode)
+        windows = _windows(SFT.name, original, self.train_dataloader, self.strategy, _sft_loss_tokens, mode)
         with loss_window.replaced_attribute(self, "train_dataloader", windows), \
                 loss_window.scaled_backward(self.strategy, windows):
             return original(self, *args, **kwargs)
@@ -113,7 +114,7 @@ def _action_tokens(experience):
     return mask.sum().item()
 
 
-def _wrap_ppo_train(patch_name, where, loss_attribute):
+def _wrap_ppo_train(patch_name, loss_attribute):
     def make_wrapper(original):
         mode = _mode(original)
 
@@ -122,9 +123,9 @@ def _wrap_ppo_train(patch_name, where, loss_attribute):
             reason = unsupported_reason(self.strategy, getattr(self, loss_attribute, None),
                                         ("use_dynamic_batch", "train.dynamic_batch_enable"))
             if reason:
-                _warn_once(patch_name, where, reason)
+                _warn_once(patch_name, original.__qualname__, reason)
                 return original(self, *args, **kwargs)
-            windows = _windows(patch_name, where, None, self.strategy, _action_tokens, mode)
+            windows = _windows(patch_name, original, None, self.strategy, _action_tokens, mode)
 
             def windowed_loader(data_loader_class):
                 # ppo_train builds its own DataLoader over the replay buffer: hand back that
@@ -174,7 +175,7 @@ ACTOR = Patch(
     fixed_in=FIXED_IN,
     targets=(
         Target("openrlhf.trainer.ray.ppo_actor", "ActorPPOTrainer", "ppo_train",
-               _wrap_ppo_train("openrlhf-actor-loss-aggregation", "ActorPPOTrainer.ppo_train", "actor_loss_fn"),
+               _wrap_ppo_train("openrlhf-actor-loss-aggregation", "actor_loss_fn"),
                fingerprints={"3bab8669e71a20db": "0.8.6-0.9.1", "9522f4844dbdd16e": "0.9.2-0.9.7",
                              "99f2e7d5391090fa": "0.9.8", "4be3f5056b1423cb": "0.9.9-0.9.10",
                              "ac900046d938fddd": "0.10.0-0.10.1.post2", "83cd1da177b61c7d": "0.10.2-0.10.3"},
@@ -202,7 +203,7 @@ CRITIC = Patch(
     fixed_in=FIXED_IN,
     targets=(
         Target("openrlhf.trainer.ray.ppo_critic", "CriticPPOTrainer", "ppo_train",
-               _wrap_ppo_train("openrlhf-critic-loss-aggregation", "CriticPPOTrainer.ppo_train", "critic_loss_fn"),
+               _wrap_ppo_train("openrlhf-critic-loss-aggregation", "critic_loss_fn"),
                fingerprints={"7b8ec038d8154cf0": "0.8.6-0.9.8", "e11bf9d64667968a": "0.9.9-0.10.1.post2",
                              "085ef89b3f3fa260": "0.10.2-0.10.3"},
                fixed_fingerprints={"ce2d59f8c278939a": "0.10.4-0.11.2"}),

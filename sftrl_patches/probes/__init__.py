@@ -56,11 +56,7 @@ def run_child(cases, patched, nprocs=1, timeout=300, python=None, env=None):
         out = os.path.join(tmp, "result.json")
         module_args = ["-m", "sftrl_patches.probes.deepspeed_offload", "--cases", json.dumps(list(cases)),
                        "--out", out]
-        if nprocs > 1:
-            command = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),
-                       "--master_addr", "127.0.0.1", "--master_port", str(free_port())] + module_args
-        else:
-            command = [python] + module_args
+        command = launch_command(python, nprocs, module_args)
         started = time.time()
         proc = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not os.path.exists(out):
@@ -69,6 +65,14 @@ def run_child(cases, patched, nprocs=1, timeout=300, python=None, env=None):
             payload = json.load(handle)
     payload["wall_seconds"] = round(time.time() - started, 2)
     return payload
+
+
+def launch_command(python, nprocs, args):
+    """`python args`, or the same under torch.distributed.run with nprocs local ranks on loopback."""
+    if nprocs <= 1:
+        return [python, *args]
+    return [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
 
 
 def free_port():
