@@ -7,6 +7,15 @@ import sys
 
 EXIT_OK, EXIT_ACTION, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 
+# Checks beside one per patch. startup and launchers are static and always run; ray and probe
+# start processes, so they run only when named (or with --probe).
+EXTRA_CHECKS = {
+    "startup": "autoload: every interpreter of this environment arms the patches at start-up",
+    "launchers": "deepspeed/torchrun/accelerate ranks, and switches on remote DeepSpeed nodes",
+    "ray": "start or join Ray; a worker on every node reports the patch state (runs only when named)",
+    "probe": "numerical proof on the installed DeepSpeed (runs with --probe)",
+}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -18,12 +27,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     parser = _Parser(prog="sftrl-doctor", description=__doc__.split("\n\n")[0],
                      epilog="Static by default: reads installed metadata and source files, imports neither "
-                            "torch nor DeepSpeed. --probe runs a tiny training step in child interpreters.")
+                            "torch nor DeepSpeed. --probe runs a tiny training step in child interpreters; "
+                            "`sftrl-doctor ray` asks Ray workers on every node.")
     parser.add_argument("checks", nargs="*", metavar="CHECK", help="run only these checks (see --list-checks)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (schema sftrl-doctor/1)")
     parser.add_argument("--probe", action="store_true",
                         help="prove it numerically: run the DeepSpeed probe with patches disabled and enabled")
     parser.add_argument("--probe-timeout", type=int, default=300, metavar="S", help="per child (default 300)")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="for the ray check: the cluster to join (default: Ray's own discovery, RAY_ADDRESS or a "
+                             "running local cluster, else a new local one)")
     parser.add_argument("--list-checks", action="store_true", help="list the named checks and exit")
     return parser
 
@@ -33,12 +46,12 @@ def main(argv=None):
     try:
         import sftrl_patches
         from . import render, report
-        names = list(sftrl_patches.PATCHES) + ["probe"]
+        titles = {name: patch.title for name, patch in sftrl_patches.PATCHES.items()}
+        titles.update(EXTRA_CHECKS)
+        names = list(titles)
         if args.list_checks:
             for name in names:
-                title = sftrl_patches.PATCHES[name].title if name in sftrl_patches.PATCHES else \
-                    "numerical proof on the installed DeepSpeed (runs with --probe)"
-                print(f"{name:36} {title}")
+                print(f"{name:36} {titles[name]}")
             return EXIT_OK
         unknown = [c for c in args.checks if c not in names]
         if unknown:
@@ -51,7 +64,12 @@ def main(argv=None):
         if run_probe:
             from ..probes import run_deepspeed_probe
             probe_runner = lambda: run_deepspeed_probe(timeout=args.probe_timeout)  # noqa: E731
-        data = report.collect(sftrl_patches._registry, sftrl_patches.PATCHES.values(), selected, probe_runner)
+        ray_runner = None
+        if selected is not None and "ray" in selected:
+            from .ray_check import run_ray_check
+            ray_runner = lambda: run_ray_check(sftrl_patches.PATCHES.values(), args.ray_address)  # noqa: E731
+        data = report.collect(sftrl_patches._registry, sftrl_patches.PATCHES.values(), selected, probe_runner,
+                              ray_runner)
         print(render.to_json(data) if args.json else render.to_text(data))
         return EXIT_ACTION if data["action_needed"] else EXIT_OK
     except Exception as exc:  # the doctor itself failed: say so, distinctly from "action needed"

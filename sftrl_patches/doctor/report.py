@@ -5,6 +5,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from .. import _config, registry
+from . import launchers, ray_check, startup
 from ..registry import installed_version
 
 SCHEMA = "sftrl-doctor/1"
@@ -36,7 +37,7 @@ class Finding:
     conditions: str = ""
 
 
-def _patch_finding(patch, reg):
+def _patch_finding(patch, reg, autoload_active=False):
     status = reg.status(patch.name)
     level = _LEVEL_OF_STATE.get(status.state, FAIL)
     remediation = ""
@@ -48,7 +49,11 @@ def _patch_finding(patch, reg):
         else:
             remediation = f"Unset {_config.DISABLE_VAR} (or remove {patch.name} from it). " + patch.remediation
     elif status.state == registry.PATCHABLE:
-        remediation = "Patched when the target is imported in a process that imported sftrl_patches."
+        if autoload_active:
+            level = OK  # every interpreter of this environment applies it when the target is imported
+        else:
+            remediation = ("Patched only in processes that import sftrl_patches or run under "
+                           "`python -m sftrl_patches.launch`: autoload is not active (see the startup check).")
     elif level == FAIL:
         remediation = patch.remediation
         if patch.advisory and status.state == registry.NO_PATCH:
@@ -60,6 +65,54 @@ def _patch_finding(patch, reg):
         fingerprint_known=(bool(status.shapes) or status.state == registry.PATCHED) if patch.targets else None,
         shapes=list(status.shapes), details=list(status.details), remediation=remediation,
         links=list(patch.links), conditions=patch.conditions)
+
+
+def _startup_finding(patch_findings):
+    state, reason, details = startup.autoload_state()
+    level, remediation = OK, ""
+    if state != startup.ACTIVE:
+        level = WARN
+        remediation = ("Meanwhile, start each job as `python -m sftrl_patches.launch MODULE ...` (also behind "
+                       "deepspeed --module, torchrun -m, accelerate launch -m).")
+    if state in (startup.NOT_INSTALLED, startup.INACTIVE):
+        remediation = ("Reinstall with pip (`pip install --force-reinstall --no-deps sftrl-patches`): copying the "
+                       "package or `pip install --target` does not install the start-up files. " + remediation)
+        if any(f.state == registry.PATCHABLE for f in patch_findings):
+            level = FAIL  # an affected library is here and processes we do not start would run it unpatched
+    elif state == startup.SWITCHED_OFF:
+        remediation = "Unset that variable to switch autoload back on. " + remediation
+    return Finding(check="startup", level=level, title="Autoload: every interpreter of this environment arms the patches",
+                   state=state, summary=reason, details=details, remediation=remediation)
+
+
+def _launchers_finding(autoload_active, environ=None):
+    environ = os.environ if environ is None else environ
+    details = [("deepspeed, torchrun and accelerate ranks on this node are interpreters of this environment: "
+                "autoload arms them") if autoload_active else
+               ("ranks started by deepspeed, torchrun or accelerate are NOT armed unless they run "
+                "`-m sftrl_patches.launch MODULE` (autoload is not active)")]
+    problems = []
+    ds_file = registry._module_file("deepspeed", "deepspeed.launcher.runner")
+    if ds_file:
+        prefixes = launchers.deepspeed_export_prefixes(ds_file)
+        env_files = launchers.deepspeed_env_files(environ)
+        details.append("DeepSpeed multi-node runner forwards variables starting with "
+                       + (", ".join(prefixes) if prefixes is not None else "(could not read the list)")
+                       + ", plus " + (", ".join(env_files) if env_files else "no .deepspeed_env file (none found)"))
+        problems = launchers.remote_switch_problems(environ, prefixes, env_files)
+    level = WARN if problems or not autoload_active else OK
+    summary = (f"{len(problems)} switch(es) would differ on remote nodes" if problems else
+               "switches are the same on every node (patches are on by default; variables only switch them off)")
+    remediation = "" if autoload_active else "Install sftrl-patches with pip on every node so autoload arms each rank."
+    return Finding(check="launchers", level=level, title="Launcher ranks and multi-node switches", state=
+                   "mismatch" if problems else ("ok" if autoload_active else "not-armed"), summary=summary,
+                   details=details + problems, remediation=remediation)
+
+
+def _ray_finding(ray_result):
+    level, state, summary, details, remediation = ray_check.summarize(ray_result)
+    return Finding(check="ray", level=level, title="Ray workers on every node arm the patches", state=state,
+                   summary=summary, details=details, remediation=remediation, data=ray_result)
 
 
 def _probe_finding(probe_result):
@@ -100,15 +153,27 @@ def environment():
     return {
         "python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
         "packages": {k: v for k, v in versions.items() if v},
-        "switches": {var: os.environ.get(var) for var in (_config.DISABLE_VAR, _config.STRICT_VAR)
+        "switches": {var: os.environ.get(var) for var in launchers.SWITCH_VARS
                      if os.environ.get(var)},
     }
 
 
-def collect(reg, patches, checks=None, probe_runner=None):
-    """The whole report as a dict. `checks` limits it to named checks; probe_runner() runs the probe."""
+STATIC_CHECKS = ("startup", "launchers")
+
+
+def collect(reg, patches, checks=None, probe_runner=None, ray_runner=None):
+    """The whole report as a dict. `checks` limits it to named checks; probe_runner() runs the
+    probe and ray_runner() the Ray check (both only when given)."""
     from .. import __version__
-    findings = [_patch_finding(p, reg) for p in patches if checks is None or p.name in checks]
+    active = startup.is_active()
+    all_patch_findings = [_patch_finding(p, reg, active) for p in patches]
+    findings = [f for f in all_patch_findings if checks is None or f.check in checks]
+    if checks is None or "startup" in checks:
+        findings.append(_startup_finding(all_patch_findings))
+    if checks is None or "launchers" in checks:
+        findings.append(_launchers_finding(active))
+    if ray_runner is not None:
+        findings.append(_ray_finding(ray_runner()))
     if probe_runner is not None:
         findings.append(_probe_finding(probe_runner()))
     action = any(f.level == FAIL for f in findings)
