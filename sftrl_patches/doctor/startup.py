@@ -51,6 +51,9 @@ def autoload_state():
     trigger = module.installed_trigger() if module is not None and hasattr(module, "installed_trigger") else None
     if trigger is not None and getattr(trigger, "error", None):
         details.append(f"autoload fired but could not arm: {trigger.error}")
+    if flags.no_site and pth_files:
+        return NO_SITE, ("this interpreter runs with -S, so site-packages start-up files are not read here; "
+                         "interpreters started without -S still arm the patches"), details
     if not pth_files or module is None:
         return NOT_INSTALLED, "no sftrl_patches.pth start-up file in this environment's site-packages", details
     off = module.switched_off()
@@ -58,9 +61,6 @@ def autoload_state():
         return SWITCHED_OFF, f"autoload is switched off by {off}", details
     if trigger is not None:
         return ACTIVE, "every interpreter of this environment arms the patches at start-up", details
-    if flags.no_site:
-        return NO_SITE, ("this interpreter runs with -S, so site-packages start-up files are not read here; "
-                         "interpreters started without -S still arm the patches"), details
     _, user = _site_dirs()
     if user and all(os.path.dirname(p) == os.path.realpath(user) for p in pth_files) and \
             (flags.no_user_site or flags.isolated):
