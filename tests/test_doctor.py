@@ -90,7 +90,7 @@ def test_named_checks_and_list():
     assert names == ["deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-zero2-ga-7718",
                      "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
                      "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
-                     "openrlhf-dynamic-batch-zero12", "probe"]
+                     "openrlhf-dynamic-batch-zero12", "startup", "launchers", "ray", "probe"]
     only = doctor("--json", "deepspeed-zero2-ga-7718")
     assert list(findings(only)) == ["deepspeed-zero2-ga-7718"]
 
@@ -122,3 +122,53 @@ def test_console_script_installed():
         pytest.skip("package not pip-installed in this interpreter")
     proc = subprocess.run([script, "--list-checks"], capture_output=True, text=True)
     assert proc.returncode == 0 and "deepspeed-offload-ga-drop" in proc.stdout
+
+
+# ---- startup and launchers: how the patches reach other processes ----------------------------------
+
+def test_startup_check_active_and_patchable_rows_are_ok_then_switched_off_is_a_warning():
+    env = require_release(AFFECTED)
+    rows = findings(doctor("--json", env=env))
+    assert (rows["startup"]["state"], rows["startup"]["level"]) == ("active", "ok")
+    assert (rows["deepspeed-offload-ga-drop"]["state"], rows["deepspeed-offload-ga-drop"]["level"]) == ("patchable", "ok")
+
+    env["SFTRL_PATCHES_AUTOLOAD"] = "0"
+    proc = doctor("--json", env=env)
+    rows = findings(proc)
+    assert proc.returncode == 0  # the user's choice: a warning, not "action needed"
+    assert (rows["startup"]["state"], rows["startup"]["level"]) == ("switched-off", "warn")
+    assert "SFTRL_PATCHES_AUTOLOAD=0" in rows["startup"]["summary"]
+    drop = rows["deepspeed-offload-ga-drop"]
+    assert drop["level"] == "warn" and "sftrl_patches.launch" in drop["remediation"]
+
+
+def test_startup_check_reports_python_dash_S():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-S", "-m", "sftrl_patches.doctor", "startup", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    (finding,) = findings(proc).values()
+    assert (finding["state"], finding["level"]) == ("no-site", "warn"), finding
+    assert "-S (no site) on" in " ".join(finding["details"])
+
+
+def test_launchers_check_warns_when_a_switch_would_not_reach_remote_deepspeed_nodes(tmp_path):
+    env = require_release(AFFECTED)
+    env.update({"HOME": str(tmp_path), "SFTRL_PATCHES_STRICT": "1"})
+
+    def launchers_row():
+        proc = subprocess.run([sys.executable, "-m", "sftrl_patches.doctor", "launchers", "--json"], env=env,
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+        return findings(proc)["launchers"]
+
+    row = launchers_row()
+    assert (row["state"], row["level"]) == ("mismatch", "warn"), row
+    assert any("SFTRL_PATCHES_STRICT=1 is set here" in d for d in row["details"])
+    assert any("MLFLOW, PYTHON" in d for d in row["details"])  # read from the installed runner
+
+    (tmp_path / ".deepspeed_env").write_text("SFTRL_PATCHES_STRICT=1\n")
+    row = launchers_row()
+    assert (row["state"], row["level"]) == ("ok", "ok"), row
+
+    (tmp_path / ".deepspeed_env").write_text("SFTRL_PATCHES_STRICT=1\nSFTRL_PATCHES_DISABLE=1\n")
+    row = launchers_row()
+    assert row["state"] == "mismatch" and any(".deepspeed_env sets SFTRL_PATCHES_DISABLE=1" in d for d in row["details"])

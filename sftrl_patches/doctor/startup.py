@@ -51,9 +51,9 @@ def autoload_state():
     trigger = module.installed_trigger() if module is not None and hasattr(module, "installed_trigger") else None
     if trigger is not None and getattr(trigger, "error", None):
         details.append(f"autoload fired but could not arm: {trigger.error}")
-    if flags.no_site and pth_files:
-        return NO_SITE, ("this interpreter runs with -S, so site-packages start-up files are not read here; "
-                         "interpreters started without -S still arm the patches"), details
+    if flags.no_site:  # checked first: under -S even a venv's site-packages is unknown here
+        return NO_SITE, ("this interpreter runs with -S, so no site-packages start-up file (ours included) is read "
+                         "here; interpreters started without -S still arm the patches"), details
     if not pth_files or module is None:
         return NOT_INSTALLED, "no sftrl_patches.pth start-up file in this environment's site-packages", details
     off = module.switched_off()
