@@ -40,7 +40,7 @@ class Finding:
 def _patch_finding(patch, reg, autoload_active=False):
     status = reg.status(patch.name)
     level = _LEVEL_OF_STATE.get(status.state, FAIL)
-    remediation = ""
+    remediation, details = "", list(status.details)
     if status.state == registry.DISABLED:
         # Disabled only matters where the bug is present.
         underlying = reg.status(patch.name, ignore_switches=True).state
@@ -51,6 +51,7 @@ def _patch_finding(patch, reg, autoload_active=False):
     elif status.state == registry.PATCHABLE:
         if autoload_active:
             level = OK  # every interpreter of this environment applies it when the target is imported
+            details.append("autoload is active: applied in every process of this environment that imports the target")
         else:
             remediation = ("Patched only in processes that import sftrl_patches or run under "
                            "`python -m sftrl_patches.launch`: autoload is not active (see the startup check).")
@@ -63,7 +64,7 @@ def _patch_finding(patch, reg, autoload_active=False):
         distribution=patch.distribution, installed=status.version, affected_range=str(patch.affected),
         fixed_in=patch.fixed_in,
         fingerprint_known=(bool(status.shapes) or status.state == registry.PATCHED) if patch.targets else None,
-        shapes=list(status.shapes), details=list(status.details), remediation=remediation,
+        shapes=list(status.shapes), details=details, remediation=remediation,
         links=list(patch.links), conditions=patch.conditions)
 
 
@@ -98,7 +99,8 @@ def _launchers_finding(autoload_active, environ=None):
         env_files = launchers.deepspeed_env_files(environ)
         details.append("DeepSpeed multi-node runner forwards variables starting with "
                        + (", ".join(prefixes) if prefixes is not None else "(could not read the list)")
-                       + ", plus " + (", ".join(env_files) if env_files else "no .deepspeed_env file (none found)"))
+                       + ", plus the lines of " + (", ".join(env_files) if env_files else
+                                                   ".deepspeed_env (none in the home or current folder)"))
         problems = launchers.remote_switch_problems(environ, prefixes, env_files)
     level = WARN if problems or not autoload_active else OK
     summary = (f"{len(problems)} switch(es) would differ on remote nodes" if problems else
