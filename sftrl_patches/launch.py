@@ -4,7 +4,7 @@ Arms the patches in this process, points Ray's RAY_RUNTIME_ENV_HOOK at ours (so 
 in the job arms its workers too), then runs MODULE (or SCRIPT.py) as __main__ with ARGS.
 Use it where a launcher starts fresh interpreters:
   deepspeed --module sftrl_patches.launch openrlhf.cli.train_sft ...
-  torchrun --nproc_per_node 8 -m sftrl_patches.launch llamafactory.launcher config.yaml
+  torchrun --nproc_per_node 8 -m sftrl_patches.launch llamafactory.launcher train config.yaml
   accelerate launch -m sftrl_patches.launch trl.scripts.sft ...
 Options that a launcher puts before the module (DeepSpeed's --local_rank=N) are passed on to it.
 """
@@ -60,15 +60,14 @@ def main(argv=None):
         return 2
     if _config.disabled_names() != "all":
         ray_integration.install_runtime_env_hook()
+    sys.argv = [target] + args
     if _is_script(target):
-        sys.argv = [target] + args
         sys.path[0] = os.path.dirname(os.path.abspath(target))  # as `python SCRIPT.py` would
         runpy.run_path(target, run_name="__main__")
+    elif _find_module(target) is None:
+        sys.stderr.write(f"sftrl_patches.launch: error: no module named {target!r}\n")
+        return 1
     else:
-        if _find_module(target) is None:
-            sys.stderr.write(f"sftrl_patches.launch: error: no module named {target!r}\n")
-            return 1
-        sys.argv = [target] + args
         runpy.run_module(target, run_name="__main__", alter_sys=True)
     return 0
 

@@ -160,9 +160,6 @@ def environment():
     }
 
 
-STATIC_CHECKS = ("startup", "launchers")
-
-
 def collect(reg, patches, checks=None, probe_runner=None, ray_runner=None):
     """The whole report as a dict. `checks` limits it to named checks; probe_runner() runs the
     probe and ray_runner() the Ray check (both only when given)."""
