@@ -1,0 +1,86 @@
+"""The tiny pipeline's data and reward: every generated answer is checked by Math-Verify and by
+Python's own arithmetic; the reward pays only a correct, well-formed final box."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("math_verify")
+from math_verify import parse, verify  # noqa: E402
+
+sys.path.insert(0, ROOT)
+from examples.sftrl_tiny import data, reward  # noqa: E402
+
+
+def _python_value(row):
+    expression = data.question(row)[len("Compute "):-1].replace("×", "*")
+    return eval(expression, {"__builtins__": {}})  # digits and + - * only, made by the generator
+
+
+@pytest.mark.parametrize("operands,digits", [(1, 3), (2, 2), (3, 2), (4, 3)])
+def test_every_generated_answer_is_verified(operands, digits):
+    train, test = data.generate(150, 50, operands=operands, digits=digits, seed=operands)
+    for row in train + test:
+        truth = data.ground_truth(row)
+        assert int(truth) == _python_value(row), row
+        assert verify(parse(f"${truth}$"), parse(data.expert_solution(row))), row  # Math-Verify on the full text
+        assert reward.score(data.expert_solution(row), truth) == 1.0
+
+
+def test_splits_are_disjoint_and_seeded():
+    train, test = data.generate(300, 100, seed=3)
+    assert len(train) == 300 and len(test) == 100
+    assert not {data.question(r) for r in train} & {data.question(r) for r in test}
+    assert data.generate(300, 100, seed=3) == (train, test)
+    assert data.generate(300, 100, seed=4)[0] != train
+
+
+def test_rows_have_the_openr1_schema():
+    (row,), _ = data.generate(1, 0)
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"] and "\\boxed{}" in row["prompt"][0]["content"]
+    assert row["target"][0]["role"] == "assistant" and row["reward_model"]["style"] == "rule"
+
+
+def test_bad_sizes_are_refused_with_a_clear_message(tmp_path):
+    with pytest.raises(ValueError, match="distinct problems"):
+        data.generate(100, 0, operands=1, digits=1)
+    with pytest.raises(ValueError):
+        data.generate(-1, 0)
+    proc = subprocess.run([sys.executable, "-m", "examples.sftrl_tiny.data", "--out", str(tmp_path), "--train", "999",
+                           "--operands", "1", "--digits", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "raise --digits" in proc.stderr
+
+
+def test_cli_writes_jsonl_that_loads_back(tmp_path):
+    subprocess.run([sys.executable, "-m", "examples.sftrl_tiny.data", "--out", str(tmp_path), "--train", "20",
+                    "--test", "5"], cwd=ROOT, check=True, capture_output=True)
+    rows = [json.loads(line) for line in open(os.path.join(tmp_path, "train.jsonl"))]
+    assert len(rows) == 20 and rows == data.generate(20, 5)[0]
+
+
+@pytest.mark.parametrize("completion,truth,expected", [
+    ("Step 1: 2 + 3 = 5.\nThe answer is \\boxed{5}.", "5", 1.0),
+    ("so \\boxed{0.5}", "1/2", 1.0),                                   # equal, written differently
+    ("so \\boxed{\\frac{1}{2}}", "0.5", 1.0),                          # nested braces
+    ("first \\boxed{4}, no wait, \\boxed{5}", "5", 1.0),               # the last box counts
+    ("first \\boxed{5}, no wait, \\boxed{4}", "5", 0.0),
+    ("The answer is \\boxed{6}.", "5", 0.0),                           # wrong
+    ("The answer is 5.", "5", 0.0),                                    # missing box, though 5 is in the text
+    ("The answer is \\boxed{5.", "5", 0.0),                            # unclosed
+    ("The answer is \\boxed{}.", "5", 0.0),                            # empty
+    ("The answer is \\boxed{-886}.", "-886", 1.0),
+    ("The answer is \\boxed{886}.", "-886", 0.0),
+    ("", "5", 0.0),
+])
+def test_reward(completion, truth, expected):
+    assert reward.score(completion, truth) == expected
+
+
+def test_trl_reward_function_reads_conversational_completions_and_the_reward_model_column():
+    completions = [[{"role": "assistant", "content": "\\boxed{7}"}], [{"role": "assistant", "content": "7"}], []]
+    columns = [{"style": "rule", "ground_truth": "7"}] * 3
+    assert reward.accuracy_reward(completions, reward_model=columns, prompts=None) == [1.0, 0.0, 0.0]
