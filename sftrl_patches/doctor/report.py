@@ -68,8 +68,8 @@ def _patch_finding(patch, reg, autoload_active=False):
         links=list(patch.links), conditions=patch.conditions)
 
 
-def _startup_finding(patch_findings):
-    state, reason, details = startup.autoload_state()
+def _startup_finding(autoload, patch_findings):
+    state, reason, details = autoload
     level, remediation = OK, ""
     if state != startup.ACTIVE:
         level = WARN
@@ -164,11 +164,12 @@ def collect(reg, patches, checks=None, probe_runner=None, ray_runner=None):
     """The whole report as a dict. `checks` limits it to named checks; probe_runner() runs the
     probe and ray_runner() the Ray check (both only when given)."""
     from .. import __version__
-    active = startup.is_active()
+    autoload = startup.autoload_state()  # read once: the patch rows, startup and launchers all use it
+    active = autoload[0] == startup.ACTIVE
     all_patch_findings = [_patch_finding(p, reg, active) for p in patches]
     findings = [f for f in all_patch_findings if checks is None or f.check in checks]
     if checks is None or "startup" in checks:
-        findings.append(_startup_finding(all_patch_findings))
+        findings.append(_startup_finding(autoload, all_patch_findings))
     if checks is None or "launchers" in checks:
         findings.append(_launchers_finding(active))
     if ray_runner is not None:

@@ -67,7 +67,3 @@ def autoload_state():
         return USER_SITE_OFF, "installed in the user site-packages, which -s / -I switch off", details
     return INACTIVE, ("the start-up file exists but did not run in this interpreter (is it in a folder that is "
                       "not a site dir, such as a `pip install --target` folder?)"), details
-
-
-def is_active():
-    return autoload_state()[0] == ACTIVE
