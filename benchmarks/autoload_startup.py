@@ -25,20 +25,28 @@ ROOT = os.path.dirname(HERE)
 TARGET_MS = 5.0
 
 
+def build_wheel(folder):
+    """This package's wheel, built into `folder`; returns its path."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", folder,
+                    ROOT], check=True)
+    (wheel,) = glob.glob(os.path.join(folder, "*.whl"))
+    return wheel
+
+
+def fresh_venv(folder, wheel=None):
+    """A venv without pip (so no other start-up file), with `wheel` installed if given; returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", folder], check=True)
+    python = os.path.join(folder, "bin", "python")
+    if wheel:
+        subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
+                        wheel], check=True)
+    return python
+
+
 def make_environments(work):
     """(python with the wheel, python without it)."""
-    wheels = os.path.join(work, "wheels")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels,
-                    ROOT], check=True)
-    (wheel,) = glob.glob(os.path.join(wheels, "*.whl"))
-    pythons = []
-    for name in ("with", "without"):
-        venv = os.path.join(work, name)
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
-        pythons.append(os.path.join(venv, "bin", "python"))
-    subprocess.run([sys.executable, "-m", "pip", "--python", pythons[0], "install", "-q", "--no-deps", "--no-index",
-                    wheel], check=True)
-    return pythons
+    wheel = build_wheel(os.path.join(work, "wheels"))
+    return fresh_venv(os.path.join(work, "with"), wheel), fresh_venv(os.path.join(work, "without"))
 
 
 def start_ms(python, env):

@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 
+import autoload_startup  # benchmarks/, on the path through conftest: builds the wheel and the venv
 import sftrl_patches
 from conftest import AFFECTED, MULTI_RANK, ROOT, require_release
 
@@ -121,17 +122,9 @@ def test_autoload_never_breaks_interpreter_start_or_the_import(tmp_path):
 
 def test_wheel_install_arms_a_fresh_environment_and_uninstall_removes_it(tmp_path):
     require_release(AFFECTED)
-    wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), ROOT],
-         dict(os.environ))
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], dict(os.environ))
-    python = str(venv / "bin" / "python")
+    python = autoload_startup.fresh_venv(str(tmp_path / "venv"), autoload_startup.build_wheel(str(tmp_path / "wheels")))
     site_packages = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                          dict(os.environ)).stdout.strip()
-    (wheel,) = glob.glob(str(wheels / "*.whl"))
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
-         dict(os.environ))
     installed = {"sftrl_patches.pth", "sftrl_patches.start", "_sftrl_patches_autoload.py"}
     assert installed <= set(os.listdir(site_packages))
     # torch and DeepSpeed come from this test's environment through plain path lines (no start-up code).
@@ -195,30 +188,28 @@ def _two_ranks(folder):
         _assert_patched(report)
 
 
-@pytest.mark.parametrize("through_launcher", [False, True], ids=["autoload", "launcher-autoload-off"])
-def test_torch_distributed_run_two_ranks(tmp_path, through_launcher):
+# Each launcher starting two local ranks on this CPU: its command up to the script, and the option
+# that makes it run a module. DeepSpeed's own runner works on its CPU accelerator (`--num_gpus 2`);
+# accelerate needs --use_deepspeed for two CPU ranks (with --cpu it starts one process).
+LAUNCHERS = {
+    "torchrun": (["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571"], "-m"),
+    "deepspeed": (["-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29572"], "--module"),
+    "accelerate": (["-m", "accelerate.commands.launch", "--use_deepspeed", "--num_processes", "2",
+                    "--num_machines", "1", "--zero_stage", "2", "--offload_optimizer_device", "cpu",
+                    "--gradient_accumulation_steps", "4", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--main_process_port", "29573"], "-m"),
+}
+
+
+@pytest.mark.parametrize("launcher,through_launcher", [
+    ("torchrun", False), ("torchrun", True), ("deepspeed", False), ("deepspeed", True), ("accelerate", True)],
+    ids=["torchrun-autoload", "torchrun-launcher-autoload-off", "deepspeed-autoload",
+         "deepspeed-launcher-autoload-off", "accelerate-launcher-autoload-off"])
+def test_two_ranks_under_a_launcher(tmp_path, launcher, through_launcher):
+    if launcher == "accelerate":
+        pytest.importorskip("accelerate")
+    command, module_option = LAUNCHERS[launcher]
+    wrap = [module_option, "sftrl_patches.launch"] if through_launcher else []
     env = _env(MULTI_RANK, **(OFF if through_launcher else {}))
-    wrap = ["-m", "sftrl_patches.launch"] if through_launcher else []
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571", *wrap,
-          RANK_SCRIPT, str(tmp_path)], env)
-    _two_ranks(tmp_path)
-
-
-@pytest.mark.parametrize("through_launcher", [False, True], ids=["autoload", "launcher-autoload-off"])
-def test_deepspeed_launcher_one_node_two_ranks(tmp_path, through_launcher):
-    # DeepSpeed's own runner on its CPU accelerator: `deepspeed --num_gpus 2` starts two local ranks.
-    env = _env(MULTI_RANK, **(OFF if through_launcher else {}))
-    wrap = ["--module", "sftrl_patches.launch"] if through_launcher else []
-    _run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29572", *wrap,
-          RANK_SCRIPT, str(tmp_path)], env)
-    _two_ranks(tmp_path)
-
-
-def test_accelerate_launch_deepspeed_two_ranks_through_the_launcher(tmp_path):
-    pytest.importorskip("accelerate")
-    env = _env(MULTI_RANK, **OFF)
-    _run([sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed", "--num_processes", "2",
-          "--num_machines", "1", "--zero_stage", "2", "--offload_optimizer_device", "cpu",
-          "--gradient_accumulation_steps", "4", "--mixed_precision", "no", "--dynamo_backend", "no",
-          "--main_process_port", "29573", "-m", "sftrl_patches.launch", RANK_SCRIPT, str(tmp_path)], env)
+    _run([sys.executable, *command, *wrap, RANK_SCRIPT, str(tmp_path)], env)
     _two_ranks(tmp_path)
