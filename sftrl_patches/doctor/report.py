@@ -83,7 +83,8 @@ def _startup_finding(autoload, patch_findings):
     elif state == startup.SWITCHED_OFF:
         remediation = "Unset that variable to switch autoload back on. " + remediation
     return Finding(check="startup", level=level,
-                   title="Autoload: every interpreter of this environment arms the patches", state=state, summary=reason, details=details, remediation=remediation)
+                   title="Autoload: every interpreter of this environment arms the patches", state=state,
+                   summary=reason, details=details, remediation=remediation)
 
 
 def _launchers_finding(autoload_active, environ=None):
