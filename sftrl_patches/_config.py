@@ -4,6 +4,9 @@ import os
 
 DISABLE_VAR = "SFTRL_PATCHES_DISABLE"
 STRICT_VAR = "SFTRL_PATCHES_STRICT"
+# Read by the start-up module (autoload/_sftrl_patches_autoload.py), which cannot import this one.
+AUTOLOAD_VAR = "SFTRL_PATCHES_AUTOLOAD"
+SWITCH_VARS = (DISABLE_VAR, STRICT_VAR, AUTOLOAD_VAR)
 _TRUE = {"1", "true", "yes", "on", "all", "*"}
 
 

@@ -213,3 +213,15 @@ def test_two_ranks_under_a_launcher(tmp_path, launcher, through_launcher):
     env = _env(MULTI_RANK, **(OFF if through_launcher else {}))
     _run([sys.executable, *command, *wrap, RANK_SCRIPT, str(tmp_path)], env)
     _two_ranks(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["", "0", "off", "No", "1", "true", "YES", "on", "all", "*", " 1 ",
+                                   "deepspeed-offload-ga-drop", "a,b"])
+def test_start_up_module_reads_the_switches_as_the_package_does(value):
+    # The start-up module keeps its own copy of the switch parsing (it must not import the package).
+    import _sftrl_patches_autoload
+    from sftrl_patches import _config
+    assert (_sftrl_patches_autoload.AUTOLOAD_VAR, _sftrl_patches_autoload.DISABLE_VAR) == \
+        (_config.AUTOLOAD_VAR, _config.DISABLE_VAR)
+    everything_off = _config.disabled_names({_config.DISABLE_VAR: value}) == "all"
+    assert bool(_sftrl_patches_autoload.switched_off({_config.DISABLE_VAR: value})) is everything_off

@@ -7,7 +7,7 @@ home and the current folder. Read statically from the installed runner: no DeepS
 import ast
 import os
 
-SWITCH_VARS = ("SFTRL_PATCHES_DISABLE", "SFTRL_PATCHES_STRICT", "SFTRL_PATCHES_AUTOLOAD")
+from .._config import SWITCH_VARS
 
 
 def deepspeed_export_prefixes(runner_path):

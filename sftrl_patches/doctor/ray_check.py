@@ -75,6 +75,7 @@ def _hooked_driver(argv=None):
     import argparse
     import json
     import ray
+    from .. import _config
     from ..integrations import ray as integration
     parser = argparse.ArgumentParser(description="internal: the setup-hook half of `sftrl-doctor ray`")
     parser.add_argument("--address", required=True)
@@ -82,7 +83,7 @@ def _hooked_driver(argv=None):
     parser.add_argument("targets", nargs="*")
     args = parser.parse_args(argv)
     ray.init(address=args.address, logging_level="ERROR", log_to_driver=False,
-             runtime_env=integration.runtime_env({"env_vars": {"SFTRL_PATCHES_AUTOLOAD": "0"}}))
+             runtime_env=integration.runtime_env({"env_vars": {_config.AUTOLOAD_VAR: "0"}}))
     try:
         print(json.dumps(ask_workers(args.targets, args.timeout)))
     finally:

@@ -156,7 +156,7 @@ def environment():
     return {
         "python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
         "packages": {k: v for k, v in versions.items() if v},
-        "switches": {var: os.environ.get(var) for var in launchers.SWITCH_VARS
+        "switches": {var: os.environ.get(var) for var in _config.SWITCH_VARS
                      if os.environ.get(var)},
     }
 
