@@ -21,10 +21,10 @@ DATA_SOURCE = "sftrl-tiny-arithmetic"
 OPERATORS = ("+", "-", "×")
 
 
-def _problem(rng, operands, digits):
+def _problem(rng, operands, digits, operators):
     low, high = 10 ** (digits - 1) if digits > 1 else 0, 10 ** digits - 1
     numbers = [rng.randint(low, high) for _ in range(operands)]
-    ops = [rng.choice(OPERATORS) for _ in range(operands - 1)]
+    ops = [rng.choice(operators) for _ in range(operands - 1)]
     return numbers, ops
 
 
@@ -57,17 +57,20 @@ def make_row(numbers, ops):
             "reward_model": {"style": "rule", "ground_truth": str(value)}}
 
 
-def generate(train, test, operands=3, digits=2, seed=0):
+def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS):
     """(train rows, test rows): distinct problems, no problem in both splits."""
     if train < 0 or test < 0 or operands < 1 or digits < 1:
         raise ValueError("train and test must be >= 0, operands and digits >= 1")
-    capacity = (10 ** digits) ** operands * len(OPERATORS) ** (operands - 1)
+    operators = tuple(operators)
+    if not operators or set(operators) - set(OPERATORS):
+        raise ValueError(f"operators must be drawn from {''.join(OPERATORS)}, got {''.join(operators)!r}")
+    capacity = (10 ** digits) ** operands * len(operators) ** (operands - 1)
     if train + test > capacity // 2:
         raise ValueError(f"{train + test} distinct problems asked, but operands={operands}, digits={digits} "
                          f"allow about {capacity}; raise --digits or --operands")
     rng, seen, rows = random.Random(seed), set(), []
     while len(rows) < train + test:
-        numbers, ops = _problem(rng, operands, digits)
+        numbers, ops = _problem(rng, operands, digits, operators)
         key = (tuple(numbers), tuple(ops))
         if key not in seen:
             seen.add(key)
@@ -101,10 +104,12 @@ def main(argv=None):
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--operands", type=int, default=3)
     parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--operators", default="".join(OPERATORS), help="any of +, - and × (or x)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        train, test = generate(args.train, args.test, args.operands, args.digits, args.seed)
+        train, test = generate(args.train, args.test, args.operands, args.digits, args.seed,
+                               args.operators.replace("x", "×"))
     except ValueError as exc:
         parser.error(str(exc))
     write_jsonl(train, os.path.join(args.out, "train.jsonl"))

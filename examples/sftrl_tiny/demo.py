@@ -1,0 +1,171 @@
+"""The paper's bug table in miniature, on a CPU: SFT with TRL through accelerate + DeepSpeed
+ZeRO-2 (GA 8, micro-batch 1), then GRPO from each SFT checkpoint, then evaluation on a held-out
+split, for three configurations x 3 seeds:
+
+    buggy      optimizer offloaded to CPU, patches off (SFTRL_PATCHES_DISABLE=1)
+    fixed      optimizer offloaded to CPU, patches on (autoload; nothing imports them here)
+    reference  no offload: DeepSpeed's other code path, untouched by the bug
+
+Everything is made here: generated arithmetic data, a locally trained tokenizer, a tiny Qwen2
+pretrained briefly on one-operation sums. It needs an affected DeepSpeed (0.15.2 to 0.18.9) for
+`buggy` to be buggy; the table says which DeepSpeed ran and what state the patch was in, as seen
+inside each training process. Results go to --out: results.md, results.json, plots.
+
+    python -m examples.sftrl_tiny.demo --out results/tiny
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import data, report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = {  # name: (DeepSpeed config, patches on)
+    "buggy": ("zero2_offload.json", False),
+    "fixed": ("zero2_offload.json", True),
+    "reference": ("zero2.json", True),
+}
+DEFAULTS = dict(train=4000, test=200, operands=3, digits=1, pretrain_documents=96000, sft_lr=1e-3,
+                grpo_steps=100, grpo_prompts=8, grpo_lr=5e-5, eval_samples=4, max_new_tokens=64)
+SMOKE = dict(train=64, test=16, pretrain_documents=640, grpo_steps=4, grpo_prompts=2, eval_samples=1)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", default="results/tiny", help="results folder (created)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (one CPU thread each)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps of everything (CI)")
+    for name, value in DEFAULTS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
+                            help=f"default {value}")
+    args = parser.parse_args(argv)
+    for name, value in {**DEFAULTS, **(SMOKE if args.smoke else {})}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.parallel < 1:
+        parser.error("--parallel must be >= 1")
+    return args
+
+
+class Progress:
+    def __init__(self, total):
+        self.total, self.done, self.started, self.lock = total, 0, time.time(), threading.Lock()
+
+    def say(self, text, finished=False):
+        with self.lock:
+            self.done += finished
+            print(f"[{time.time() - self.started:6.0f} s] [{self.done}/{self.total}] {text}", flush=True)
+
+
+def run(command, log_path, env=None):
+    """Run one step, its output to a log file; a failure names the log."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+    if result.returncode:
+        with open(log_path, encoding="utf-8") as log:
+            tail = "".join(log.readlines()[-20:])
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed (exit {result.returncode}); log {log_path}:\n{tail}")
+
+
+def child_env(threads, patches_on):
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "MASTER_ADDR": "127.0.0.1",
+           "PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)}
+    env.pop("SFTRL_PATCHES_DISABLE", None)
+    if not patches_on:
+        env["SFTRL_PATCHES_DISABLE"] = "1"
+    return env
+
+
+def module(name):
+    return [sys.executable, "-m", f"examples.sftrl_tiny.{name}"]
+
+
+def pipeline(args, config, seed, port, threads, progress):
+    """SFT -> evaluate -> GRPO -> evaluate for one configuration and seed; returns its record."""
+    ds_config, patches_on = CONFIGS[config]
+    folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
+    os.makedirs(folder, exist_ok=True)
+    env = child_env(threads, patches_on)
+    sft, rl = os.path.join(folder, "sft"), os.path.join(folder, "rl")
+    steps = {}
+    started = time.time()
+    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         os.path.join(HERE, "configs", "accelerate_deepspeed.yaml"), "--deepspeed_config_file",
+         os.path.join(HERE, "configs", ds_config), "--main_process_port", str(port), "-m", "examples.sftrl_tiny.sft",
+         "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
+         "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)],
+        os.path.join(folder, "sft.log"), env)
+    steps["sft_s"] = time.time() - started
+    progress.say(f"{config} seed {seed}: SFT done in {steps['sft_s']:.0f} s")
+    evaluation = module("evaluate") + ["--data", os.path.join(args.out, "data"), "--temperature", "0.6",
+                                       "--samples", str(args.eval_samples), "--max-new-tokens",
+                                       str(args.max_new_tokens), "--seed", str(seed)]
+    run(evaluation + ["--model", sft, "--out", os.path.join(folder, "eval_sft.json")],
+        os.path.join(folder, "eval_sft.log"), env)
+    started = time.time()
+    run(module("grpo") + ["--model", sft, "--data", os.path.join(args.out, "data"), "--out", rl,
+                          "--steps", str(args.grpo_steps), "--prompts-per-step", str(args.grpo_prompts),
+                          "--num-generations", "8", "--mini-batches", "2", "--lr", str(args.grpo_lr),
+                          "--max-completion-length", str(args.max_new_tokens), "--seed", str(seed)],
+        os.path.join(folder, "grpo.log"), env)
+    steps["grpo_s"] = time.time() - started
+    run(evaluation + ["--model", rl, "--out", os.path.join(folder, "eval_rl.json")],
+        os.path.join(folder, "eval_rl.log"), env)
+    record = report.load_run(folder, config, seed)
+    record.update(steps)
+    progress.say(f"{config} seed {seed}: accuracy {record['acc_sft']:.3f} after SFT, {record['acc_rl']:.3f} "
+                 f"after RL (GRPO {steps['grpo_s']:.0f} s)", finished=True)
+    return record
+
+
+def prepare(args, progress):
+    """Data, tokenizer and the shared base model, made once for every run."""
+    from transformers import AutoTokenizer
+    from . import model, pretrain, tokenizer as tokenizer_module
+    train, test = data.generate(args.train, args.test, args.operands, args.digits, seed=1234)
+    data.write_jsonl(train, os.path.join(args.out, "data", "train.jsonl"))
+    data.write_jsonl(test, os.path.join(args.out, "data", "test.jsonl"))
+    tokenizer = tokenizer_module.train(train)
+    tokenizer_module.save(tokenizer, os.path.join(args.out, "tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(args.out, "tokenizer"))
+    progress.say(f"data ({len(train)} train, {len(test)} test) and a {len(tokenizer)}-token tokenizer; pretraining "
+                 f"the base model on {args.pretrain_documents} one-operation sums")
+    base = model.build(tokenizer, seed=0)
+    documents = pretrain.corpus(args.pretrain_documents, seed=0, operands=args.operands, digits=args.digits)
+    pretrain.pretrain(base, tokenizer, documents, log=lambda line: progress.say(line))
+    base.save_pretrained(os.path.join(args.out, "base"))
+    tokenizer_module.save(tokenizer, os.path.join(args.out, "base"))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    jobs = [(config, seed) for seed in args.seeds for config in args.configs]
+    progress = Progress(len(jobs))
+    started = time.time()
+    prepare(args, progress)
+    lanes = min(args.parallel, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // lanes)
+    with ThreadPoolExecutor(lanes) as pool:
+        futures = [pool.submit(pipeline, args, config, seed, 29600 + index, threads, progress)
+                   for index, (config, seed) in enumerate(jobs)]
+        records = [future.result() for future in futures]
+    wall = time.time() - started
+    command = "python -m examples.sftrl_tiny.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+    report.write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args)})
+    print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
+    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

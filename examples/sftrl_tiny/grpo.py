@@ -1,0 +1,79 @@
+"""GRPO with TRL's GRPOTrainer from an SFT checkpoint, rewarded by the rule-based
+examples.sftrl_tiny.reward (last \\boxed{} equal to the ground truth under Math-Verify).
+
+The paper's RL settings, scaled down by flags: P prompts x G rollouts per generation, split into
+mini-batches (one optimizer step each), temperature 1.0, clip 0.2 / 0.28, token-level loss over
+the whole batch (loss_type "dapo"), no KL, no std normalisation, constant learning rate.
+Writes the model to --out and one JSON line per step (reward, loss, ...) to --out/metrics.jsonl.
+"""
+import argparse
+import os
+
+from .loading import load_rows, to_prompt_only
+from .reward import accuracy_reward
+from .sft import step_logger, write_run
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="the SFT checkpoint")
+    parser.add_argument("--data", required=True, help="a jsonl file, a folder with train.jsonl, or a hub data set")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-samples", type=int, default=None, help="use only the first N prompts")
+    parser.add_argument("--steps", type=int, default=500, help="optimizer steps")
+    parser.add_argument("--prompts-per-step", type=int, default=128, help="prompts per generation round")
+    parser.add_argument("--num-generations", type=int, default=8, help="rollouts per prompt")
+    parser.add_argument("--mini-batches", type=int, default=2, help="optimizer steps per generation round")
+    parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-completion-length", type=int, default=8192)
+    parser.add_argument("--epsilon", type=float, default=0.2)
+    parser.add_argument("--epsilon-high", type=float, default=0.28)
+    parser.add_argument("--use-vllm", action="store_true", help="generate with vLLM (GPU; colocated)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args(argv)
+    completions = args.prompts_per_step * args.num_generations
+    if completions % args.mini_batches:
+        parser.error(f"{completions} rollouts per round do not split into {args.mini_batches} mini-batches")
+    return args
+
+
+def grpo_config(args):
+    from trl import GRPOConfig
+    completions = args.prompts_per_step * args.num_generations
+    return GRPOConfig(
+        output_dir=args.out, seed=args.seed, max_steps=args.steps, learning_rate=args.lr,
+        lr_scheduler_type="constant", per_device_train_batch_size=completions // args.mini_batches,
+        gradient_accumulation_steps=1, steps_per_generation=args.mini_batches,
+        num_generations=args.num_generations, max_completion_length=args.max_completion_length,
+        temperature=args.temperature, beta=0.0, epsilon=args.epsilon, epsilon_high=args.epsilon_high,
+        loss_type="dapo", scale_rewards="none", use_vllm=args.use_vllm, vllm_mode="colocate",
+        bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    os.makedirs(args.out, exist_ok=True)
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    rows = load_rows(args.data, "train", args.max_samples)
+    dataset = Dataset.from_list([to_prompt_only(row) for row in rows])
+    tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+    trainer = GRPOTrainer(model=args.model, reward_funcs=accuracy_reward, args=grpo_config(args),
+                          train_dataset=dataset, processing_class=tokenizer, callbacks=[step_logger(metrics)])
+    trainer.train()
+    trainer.save_model(args.out)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(args.out)
+        write_run(args, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

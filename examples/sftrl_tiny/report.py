@@ -1,0 +1,137 @@
+"""Results of the tiny demo: one record per (configuration, seed) read back from its run folder,
+a markdown table (mean ± std over seeds) and the plots (SFT gradient norm and loss per step, like
+the paper's Figure 2; reward during GRPO)."""
+import json
+import os
+import statistics
+
+PATCH = "deepspeed-offload-ga-drop"
+SMOOTH = 10  # steps per moving-average window in the plots
+
+
+def _jsonl(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _patch_state(facts):
+    """The offload patch's state as the training process saw it."""
+    if PATCH in facts.get("patches", {}):
+        return facts["patches"][PATCH]
+    if facts.get("SFTRL_PATCHES_DISABLE"):
+        return f"off (SFTRL_PATCHES_DISABLE={facts['SFTRL_PATCHES_DISABLE']})"
+    return "not imported"
+
+
+def load_run(folder, config, seed):
+    sft_steps = [row for row in _jsonl(os.path.join(folder, "sft", "metrics.jsonl")) if "loss" in row]
+    rl_steps = [row for row in _jsonl(os.path.join(folder, "rl", "metrics.jsonl")) if "reward" in row]
+    facts = _json(os.path.join(folder, "sft", "run.json"))
+    return {"config": config, "seed": seed, "deepspeed": facts.get("deepspeed"),
+            "patch": _patch_state(facts),
+            "acc_sft": _json(os.path.join(folder, "eval_sft.json"))["summary"]["accuracy"],
+            "acc_rl": _json(os.path.join(folder, "eval_rl.json"))["summary"]["accuracy"],
+            "eval_samples": _json(os.path.join(folder, "eval_sft.json"))["summary"]["samples"],
+            "sft_loss": [row["loss"] for row in sft_steps], "sft_grad_norm": [row["grad_norm"] for row in sft_steps],
+            "rl_reward": [row["reward"] for row in rl_steps]}
+
+
+def mean_std(values, scale=1.0, digits=1):
+    values = [v * scale for v in values]
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}" if values else "–"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _tail_mean(series, fraction=0.1):
+    tail = series[-max(1, int(len(series) * fraction)):]
+    return statistics.fmean(tail) if tail else float("nan")
+
+
+def table(records):
+    configs = list(dict.fromkeys(r["config"] for r in records))
+    k = records[0]["eval_samples"] if records else 1
+    metric = "pass@1" if k == 1 else f"avg@{k}"
+    lines = [f"| configuration | DeepSpeed | patch in the run | seeds | SFT {metric} (%) | SFT→RL {metric} (%) "
+             "| SFT loss, last 10% of steps | SFT grad norm, mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for config in configs:
+        rows = [r for r in records if r["config"] == config]
+        states = ", ".join(sorted({r["patch"] for r in rows}))
+        versions = ", ".join(sorted({str(r["deepspeed"]) for r in rows}))
+        lines.append(f"| {config} | {versions} | {states} | {len(rows)} | {mean_std([r['acc_sft'] for r in rows], 100)} "
+                     f"| {mean_std([r['acc_rl'] for r in rows], 100)} "
+                     f"| {mean_std([_tail_mean(r['sft_loss']) for r in rows], digits=3)} "
+                     f"| {statistics.fmean(statistics.fmean(r['sft_grad_norm']) for r in rows):.3f} |")
+    return "\n".join(lines)
+
+
+def _smooth(series, window=SMOOTH):
+    out, total = [], 0.0
+    for index, value in enumerate(series):
+        total += value
+        if index >= window:
+            total -= series[index - window]
+        out.append(total / min(index + 1, window))
+    return out
+
+
+def _mean_curve(rows, key):
+    length = min(len(r[key]) for r in rows)
+    return [statistics.fmean(r[key][i] for r in rows) for i in range(length)]
+
+
+def plot(out, records):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    configs = list(dict.fromkeys(r["config"] for r in records))
+    colours = {"buggy": "tab:red", "fixed": "tab:blue", "reference": "tab:green"}
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for config in configs:
+        rows = [r for r in records if r["config"] == config]
+        for axis, key, title in ((axes[0], "sft_grad_norm", "gradient norm"), (axes[1], "sft_loss", "training loss")):
+            axis.plot(_smooth(_mean_curve(rows, key)), label=config, color=colours.get(config),
+                      linestyle="--" if config == "reference" else "-")
+            axis.set_title(f"SFT {title} per optimizer step")
+            axis.set_xlabel("optimizer step")
+    axes[1].set_yscale("log")
+    axes[0].legend()
+    figure.suptitle(f"mean over seeds, moving average of {SMOOTH} steps")
+    figure.tight_layout()
+    figure.savefig(os.path.join(out, "sft_curves.png"), dpi=110)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for config in configs:
+        rows = [r for r in records if r["config"] == config]
+        axis.plot(_smooth(_mean_curve(rows, "rl_reward")), label=config, color=colours.get(config),
+                  linestyle="--" if config == "reference" else "-")
+    axis.set_title(f"GRPO reward per generation round\n(mean over seeds, moving average of {SMOOTH})")
+    axis.set_xlabel("generation round")
+    axis.set_ylabel("mean reward")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(os.path.join(out, "rl_reward.png"), dpi=110)
+    plt.close(figure)
+
+
+def write(out, records, meta):
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump({**meta, "records": records}, handle, indent=1)
+    settings = meta["settings"]
+    text = [f"# Tiny SFT-then-RL: DeepSpeed offload bug, on and off", "",
+            f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
+            table(records), "",
+            f"SFT: TRL SFTTrainer, accelerate + DeepSpeed ZeRO-2, GA 8, micro-batch 1, lr {settings['sft_lr']}, "
+            f"1 epoch of {settings['train']} problems. GRPO: {settings['grpo_steps']} steps, "
+            f"{settings['grpo_prompts']} prompts × 8 rollouts, lr {settings['grpo_lr']}. Evaluation: "
+            f"{settings['test']} held-out problems, temperature 0.6, {settings['eval_samples']} answers each.", "",
+            "![SFT gradient norm and loss](sft_curves.png)", "", "![GRPO reward](rl_reward.png)", ""]
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(text))
+    plot(out, records)
