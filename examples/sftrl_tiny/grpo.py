@@ -1,8 +1,8 @@
 """GRPO with TRL's GRPOTrainer from an SFT checkpoint, rewarded by the rule-based
 examples.sftrl_tiny.reward (last \\boxed{} equal to the ground truth under Math-Verify).
 
-The paper's RL settings, scaled down by flags: P prompts x G rollouts per generation, split into
-mini-batches (one optimizer step each), temperature 1.0, clip 0.2 / 0.28, token-level loss over
+The paper's RL settings, scaled down by flags: P prompts x G rollouts per generation round, split
+into mini-batches (one optimizer step each; --steps counts optimizer steps), temperature 1.0, clip 0.2 / 0.28, token-level loss over
 the whole batch (loss_type "dapo"), no KL, no std normalisation, constant learning rate.
 Writes the model to --out and one JSON line per step (reward, loss, ...) to --out/metrics.jsonl.
 """
@@ -42,9 +42,13 @@ def parse_args(argv=None):
 def grpo_config(args):
     from trl import GRPOConfig
     completions = args.prompts_per_step * args.num_generations
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate / torchrun
+    if completions % (args.mini_batches * processes):
+        raise SystemExit(f"error: {completions} rollouts per round do not split into {args.mini_batches} "
+                         f"mini-batches over {processes} processes")
     return GRPOConfig(
         output_dir=args.out, seed=args.seed, max_steps=args.steps, learning_rate=args.lr,
-        lr_scheduler_type="constant", per_device_train_batch_size=completions // args.mini_batches,
+        lr_scheduler_type="constant", per_device_train_batch_size=completions // (args.mini_batches * processes),
         gradient_accumulation_steps=1, steps_per_generation=args.mini_batches,
         num_generations=args.num_generations, max_completion_length=args.max_completion_length,
         temperature=args.temperature, beta=0.0, epsilon=args.epsilon, epsilon_high=args.epsilon_high,

@@ -14,7 +14,21 @@ def load_rows(source, split="train", limit=None):
     else:
         from datasets import load_dataset
         rows = list(load_dataset(source, split=split))
-    return rows[:limit] if limit else rows
+    rows = rows[:limit] if limit else rows
+    return [normalise(row) for row in rows]
+
+
+def normalise(row, system_prompt="Please reason step by step, and put your final answer within \\boxed{}."):
+    """Benchmark sets on the hub (MATH-500, AIME, AMC, ...) carry `problem` / `question` and
+    `answer`: give them the same prompt and ground-truth fields as the training rows."""
+    if "prompt" in row and "reward_model" in row:
+        return row
+    question = row.get("problem", row.get("question"))
+    answer = row.get("answer", row.get("solution"))
+    if question is None or answer is None:
+        raise ValueError(f"a row needs prompt + reward_model, or problem/question + answer; got {sorted(row)}")
+    return {**row, "prompt": [{"role": "system", "content": system_prompt}, {"role": "user", "content": str(question)}],
+            "reward_model": {"style": "rule", "ground_truth": str(answer)}}
 
 
 def to_prompt_completion(row):
