@@ -55,6 +55,9 @@ setup(
         "probe": ["torch", "deepspeed", "einops", "hjson", "msgpack", "ninja", "numpy", "psutil",
                   "py-cpuinfo", "pydantic", "tqdm"],
         "test": ["pytest>=7", "packaging"],
+        # examples/sftrl_tiny and examples/recipes (TRL path); DeepSpeed comes from "probe"
+        "demo": ["trl==1.16.0", "transformers>=4.56.2", "accelerate", "datasets", "tokenizers", "math-verify",
+                 "matplotlib"],
     },
     cmdclass=CMDCLASS,
     entry_points={"console_scripts": ["sftrl-doctor=sftrl_patches.doctor.cli:main"]},

@@ -84,3 +84,21 @@ def test_trl_reward_function_reads_conversational_completions_and_the_reward_mod
     completions = [[{"role": "assistant", "content": "\\boxed{7}"}], [{"role": "assistant", "content": "7"}], []]
     columns = [{"style": "rule", "ground_truth": "7"}] * 3
     assert reward.accuracy_reward(completions, reward_model=columns, prompts=None) == [1.0, 0.0, 0.0]
+
+
+def test_operators_can_be_restricted_and_unknown_ones_are_refused():
+    train, test = data.generate(50, 10, operands=3, digits=1, seed=3, operators="+")
+    assert all("-" not in data.question(row) and "×" not in data.question(row) for row in train + test)
+    with pytest.raises(ValueError, match="operators"):
+        data.generate(5, 1, operators="+/")
+
+
+def test_benchmark_rows_with_problem_and_answer_load_like_training_rows(tmp_path):
+    from examples.sftrl_tiny.loading import load_rows
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({"problem": "What is 1+1?", "answer": "2"}) + "\n" + json.dumps({"x": 1}) + "\n")
+    with pytest.raises(ValueError, match="problem/question"):
+        load_rows(str(path), "test")
+    row = load_rows(str(path), "test", limit=1)[0]
+    assert row["prompt"][-1] == {"role": "user", "content": "What is 1+1?"}
+    assert reward.score("so \\boxed{2}", row["reward_model"]["ground_truth"]) == 1.0

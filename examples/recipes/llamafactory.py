@@ -54,9 +54,21 @@ def sft_yaml(args, deepspeed_file):
         "gradient_checkpointing": True, "flash_attn": "fa2"}
 
 
+def yaml_value(value):
+    """JSON is valid YAML flow syntax, except that YAML 1.1 (PyYAML, which Llama-Factory uses) reads
+    an exponent without a dot, like 5e-05, as a string: write 5.0e-05."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {yaml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        mantissa, _, exponent = repr(value).partition("e")
+        if exponent and "." not in mantissa:
+            return f"{mantissa}.0e{exponent}"
+    return json.dumps(value)
+
+
 def to_yaml(mapping):
-    """Flat YAML (JSON scalars are valid YAML), so no YAML library is needed to write it."""
-    return "".join(f"{key}: {json.dumps(value)}\n" for key, value in mapping.items())
+    """Flat YAML, so no YAML library is needed to write it."""
+    return "".join(f"{key}: {yaml_value(value)}\n" for key, value in mapping.items())
 
 
 def write_files(args):

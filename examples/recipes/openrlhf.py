@@ -28,7 +28,7 @@ DOTTED = {
     "prompt_data": "data.prompt_dataset", "label_key": "data.label_key", "remote_rm_url": "reward.remote_url",
     "advantage_estimator": "algo.advantage.estimator", "no_advantage_std_norm": "algo.advantage.no_std_norm",
     "n_samples_per_prompt": "rollout.n_samples_per_prompt", "rollout_batch_size": "rollout.batch_size",
-    "micro_rollout_batch_size": "rollout.micro_batch_size", "actor_learning_rate": "actor_learning_rate",
+    "micro_rollout_batch_size": "rollout.micro_batch_size", 
     "temperature": "rollout.temperature", "max_new_tokens": "rollout.max_new_tokens",
     "eps_clip_low_high": "actor.eps_clip_low_high", "init_kl_coef": "algo.kl.init_coef",
     "num_episodes": "train.num_episodes", "actor_num_nodes": "actor.num_nodes",
@@ -37,8 +37,9 @@ DOTTED = {
     "vllm_enable_sleep": "vllm.enable_sleep", "deepspeed_enable_sleep": "ds.enable_sleep",
     "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
 }
-# 0.10.2 moved these to names of their own (not a plain group prefix)
-DOTTED_ONLY_RENAMES = {"actor_learning_rate": "actor.adam.lr"}
+# train_ppo_ray puts the model's own flags under the actor group
+DOTTED_PPO = {**DOTTED, "pretrain": "actor.model_name_or_path", "actor_learning_rate": "actor.adam.lr",
+              "gradient_checkpointing": "actor.gradient_checkpointing_enable"}
 
 
 def installed_style():
@@ -52,11 +53,11 @@ def installed_style():
     return "dotted" if numbers >= (0, 10, 2) else "flat"
 
 
-def flags(pairs, style):
+def flags(pairs, style, dotted=DOTTED):
     """[(flat name, value)] -> argv; a value of True is a switch, a tuple spreads over several tokens."""
     argv = []
     for name, value in pairs:
-        key = name if style == "flat" else DOTTED_ONLY_RENAMES.get(name, DOTTED[name])
+        key = name if style == "flat" else dotted[name]
         argv.append("--" + key)
         if value is True:
             continue
@@ -99,7 +100,7 @@ def grpo_command(args, style, prompts_in_data=46000):
              ("vllm_num_engines", args.gpus // 2), ("vllm_tensor_parallel_size", 2), ("colocate_all_models", True),
              ("vllm_enable_sleep", True), ("deepspeed_enable_sleep", True), ("vllm_gpu_memory_utilization", 0.6),
              ("save_path", os.path.join(args.out, "grpo")), ("logging_steps", 1), ("seed", args.seed)]
-    return common.python_module("sftrl_patches.launch", "openrlhf.cli.train_ppo_ray") + flags(pairs, style)
+    return common.python_module("sftrl_patches.launch", "openrlhf.cli.train_ppo_ray") + flags(pairs, style, DOTTED_PPO)
 
 
 def main(argv=None):

@@ -130,7 +130,7 @@ def write(out, records, meta):
             f"SFT: TRL SFTTrainer, accelerate + DeepSpeed ZeRO-2, GA 8, micro-batch 1, lr {settings['sft_lr']}, "
             f"1 epoch of {settings['train']} problems. GRPO: {settings['grpo_steps']} steps, "
             f"{settings['grpo_prompts']} prompts × 8 rollouts, lr {settings['grpo_lr']}. Evaluation: "
-            f"{settings['test']} held-out problems, temperature 0.6, {settings['eval_samples']} answers each.", "",
+            f"{settings['test']} held-out problems, temperature 0.6, {settings['eval_samples']} answer(s) per problem.", "",
             "![SFT gradient norm and loss](sft_curves.png)", "", "![GRPO reward](rl_reward.png)", ""]
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(text))

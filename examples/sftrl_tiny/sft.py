@@ -39,7 +39,8 @@ def sft_config(args):
         output_dir=args.out, seed=args.seed, num_train_epochs=args.epochs, max_steps=args.max_steps,
         per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=args.grad_accum,
         learning_rate=args.lr, lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": args.min_lr_rate}, warmup_ratio=args.warmup_ratio,
+        lr_scheduler_kwargs={"min_lr_rate": args.min_lr_rate},
+        warmup_steps=args.warmup_ratio,  # a float below 1 is a ratio; warmup_ratio is gone from transformers 5.2+
         weight_decay=args.weight_decay, adam_beta1=0.9, adam_beta2=0.999, max_length=args.max_length,
         bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         completion_only_loss=True, dataloader_num_workers=0)

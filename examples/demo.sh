@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: a .venv with torch 2.13 (CPU), an affected DeepSpeed (0.18.9,
+# the release OpenRLHF 0.9.10 pins), TRL and this package; then the doctor, and the tiny
+# SFT-then-RL demo (buggy / fixed / no-offload reference x 3 seeds, about 15 minutes on 2 cores).
+# Usage: bash examples/demo.sh [results folder] [extra demo flags, e.g. --seeds 0]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-results/tiny}"
+shift || true
+DS_VERSION=0.18.9
+
+python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip setuptools wheel
+python -m pip install -q torch==2.13.0   # pin your own torch build on a GPU machine
+DS_BUILD_OPS=0 python -m pip install -q -c .ci/constraints.txt --no-build-isolation -e ".[probe,demo]" \
+    "deepspeed==${DS_VERSION}" "transformers==5.7.0"   # the release the committed results ran on
+
+export TORCH_EXTENSIONS_DIR="$PWD/.ds-releases/torch_extensions/site-${DS_VERSION}"
+export HF_HUB_OFFLINE=1 DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+echo "== sftrl-doctor (static)"
+sftrl-doctor || true
+echo
+echo "== tiny SFT-then-RL demo -> $OUT"
+python -m examples.sftrl_tiny.demo --out "$OUT" "$@"
