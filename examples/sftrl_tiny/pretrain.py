@@ -1,8 +1,8 @@
 """Stand-in for a pretrained base model: the tiny Qwen2 from examples.sftrl_tiny.model, trained
-briefly with plain torch on raw text of one-operation sums (two numbers of one or two digits,
-worked out in the same words as the SFT solutions, no chat format). It learns arithmetic facts
-and to copy numbers; chaining three operands with × first, and the chat format, are left to SFT,
-as a real base model knows mathematics but not the instruction format.
+briefly with plain torch on raw text (no chat format) where every single step of a generated
+problem ("7 × 3") is posed and worked out as a one-operation problem of its own. It learns the
+arithmetic facts and to copy numbers from a question; chaining three operands with × first, and the
+chat format, are left to SFT, as a real base model knows mathematics but not the instruction format.
 
     python -m examples.sftrl_tiny.pretrain --tokenizer runs/tokenizer --out runs/base
 """
