@@ -13,6 +13,7 @@ import pytest
 
 from conftest import AFFECTED, FIXED, ORL_FIXED, ROOT, require_openrlhf, require_release
 
+sys.path.insert(0, ROOT)  # the examples package lives at the repository root
 LF_RELEASE = os.path.join(ROOT, ".lf-release")
 
 
@@ -62,7 +63,6 @@ def test_openrlhf_sft_is_luffys_baseline_and_as_published_switches_the_patches_o
 
 
 def test_openrlhf_reward_file_scores_boxed_answers():
-    sys.path.insert(0, ROOT)
     from examples.recipes.openrlhf_reward import reward_func
     out = reward_func(["Q: 2+2? A: \\boxed{4}", "Q: 2+2? A: 4", "Q: 2+2? A: \\boxed{5}"],
                       ["Q: 2+2?"] * 3, ["4", "4", "4"])
