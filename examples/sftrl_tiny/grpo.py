@@ -10,9 +10,9 @@ Writes the model to --out and one JSON line per step (reward, loss, ...) to --ou
 import argparse
 import os
 
-from .loading import load_rows, to_prompt_only
+from . import run_files
+from .loading import to_prompt_only
 from .reward import accuracy_reward
-from .sft import step_logger, write_run
 
 
 def parse_args(argv=None):
@@ -55,24 +55,14 @@ def grpo_config(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    os.makedirs(args.out, exist_ok=True)
-    metrics = os.path.join(args.out, "metrics.jsonl")
-    if os.path.exists(metrics):
-        os.remove(metrics)
-    rows = load_rows(args.data, "train", args.max_samples)
-    dataset = Dataset.from_list([to_prompt_only(row) for row in rows])
+    dataset, logger = run_files.start(args, to_prompt_only)
     tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
     trainer = GRPOTrainer(model=args.model, reward_funcs=accuracy_reward, args=grpo_config(args),
-                          train_dataset=dataset, processing_class=tokenizer, callbacks=[step_logger(metrics)])
-    trainer.train()
-    trainer.save_model(args.out)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(args.out)
-        write_run(args, args.out)
+                          train_dataset=dataset, processing_class=tokenizer, callbacks=[logger])
+    run_files.train_and_save(trainer, tokenizer, args)
     return 0
 
 

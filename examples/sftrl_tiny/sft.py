@@ -7,10 +7,9 @@ to --out/metrics.jsonl, plus run.json with the DeepSpeed version and the patch s
 inside the training process.
 """
 import argparse
-import json
-import os
 
-from .loading import load_rows, to_prompt_completion
+from . import run_files
+from .loading import to_prompt_completion
 
 
 def parse_args(argv=None):
@@ -46,55 +45,17 @@ def sft_config(args):
         completion_only_loss=True, dataloader_num_workers=0)
 
 
-def step_logger(path):
-    from transformers import TrainerCallback
-
-    class StepLogger(TrainerCallback):
-        """One line per logged optimizer step, written by the main process only."""
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs and "train_runtime" not in logs:
-                with open(path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-    return StepLogger()
-
-
-def run_facts():
-    """What this process actually ran with: read after training, from inside it."""
-    import sys
-    facts = {"deepspeed": None, "patches": {}, "SFTRL_PATCHES_DISABLE": os.environ.get("SFTRL_PATCHES_DISABLE")}
-    if "deepspeed" in sys.modules:
-        facts["deepspeed"] = sys.modules["deepspeed"].__version__
-    if "sftrl_patches" in sys.modules:  # imported by autoload, not by this script
-        facts["patches"] = {name: s.state for name, s in sys.modules["sftrl_patches"].status().items()}
-    return facts
-
-
-def write_run(args, folder):
-    with open(os.path.join(folder, "run.json"), "w", encoding="utf-8") as handle:
-        json.dump({"args": vars(args), **run_facts()}, handle, indent=2)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
-    os.makedirs(args.out, exist_ok=True)
-    metrics = os.path.join(args.out, "metrics.jsonl")
-    if os.path.exists(metrics):
-        os.remove(metrics)
-    rows = load_rows(args.data, "train", args.max_samples)
-    dataset = Dataset.from_list([to_prompt_completion(row) for row in rows])
+    dataset, logger = run_files.start(args, to_prompt_completion)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     trainer = SFTTrainer(model=model, args=sft_config(args), train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[step_logger(metrics)])
-    trainer.train()
-    trainer.save_model(args.out)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(args.out)
-        write_run(args, args.out)
+                         callbacks=[logger])
+    run_files.train_and_save(trainer, tokenizer, args)
     return 0
 
 

@@ -1,0 +1,52 @@
+"""What an SFT or GRPO run of the tiny pipeline reads and writes around its trainer: the training
+rows, metrics.jsonl (one line per logged optimizer step, main rank only) and run.json (arguments,
+DeepSpeed version and patch states as seen inside the training process)."""
+import json
+import os
+import sys
+
+from .loading import load_rows
+
+
+def step_logger(path):
+    from transformers import TrainerCallback
+
+    class StepLogger(TrainerCallback):
+        """One line per logged optimizer step, written by the main process only."""
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "train_runtime" not in logs:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+    return StepLogger()
+
+
+def run_facts():
+    """What this process actually ran with: read after training, from inside it."""
+    facts = {"deepspeed": None, "patches": {}, "SFTRL_PATCHES_DISABLE": os.environ.get("SFTRL_PATCHES_DISABLE")}
+    if "deepspeed" in sys.modules:
+        facts["deepspeed"] = sys.modules["deepspeed"].__version__
+    if "sftrl_patches" in sys.modules:  # imported by autoload, not by this script
+        facts["patches"] = {name: s.state for name, s in sys.modules["sftrl_patches"].status().items()}
+    return facts
+
+
+def start(args, to_example):
+    """--out created, a stale metrics.jsonl removed, the training rows as a Dataset of
+    `to_example(row)`, and the callback that logs each step."""
+    from datasets import Dataset
+    os.makedirs(args.out, exist_ok=True)
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    rows = load_rows(args.data, "train", args.max_samples)
+    return Dataset.from_list([to_example(row) for row in rows]), step_logger(metrics)
+
+
+def train_and_save(trainer, tokenizer, args):
+    """Train, then save the model (every rank: DeepSpeed gathers), the tokenizer and run.json (main rank)."""
+    trainer.train()
+    trainer.save_model(args.out)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(args.out)
+        with open(os.path.join(args.out, "run.json"), "w", encoding="utf-8") as handle:
+            json.dump({"args": vars(args), **run_facts()}, handle, indent=2)
