@@ -3,6 +3,7 @@ models and data set, and how a recipe ends: write its files, print the command, 
 --dry-run. Every command starts its processes through `sftrl_patches.launch`, so the patches are
 armed in every rank even where autoload is not installed; --as-published runs the same command
 with SFTRL_PATCHES_DISABLE=1, as the published baselines ran."""
+import argparse
 import os
 import shlex
 import subprocess
@@ -28,6 +29,20 @@ def add_common_arguments(parser, default_out):
     parser.add_argument("--dry-run", action="store_true", help="write the configs and print the command only")
 
 
+def stage_parser(doc, default_out):
+    """A parser with `sft` and `grpo` sub-commands, each with the common arguments, and
+    --sft-checkpoint for `grpo`; returns (parser, {stage: sub-parser}) for recipe-specific flags."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    stages = {}
+    for stage in ("sft", "grpo"):
+        stages[stage] = sub.add_parser(stage)
+        add_common_arguments(stages[stage], default_out)
+    stages["grpo"].add_argument("--sft-checkpoint", required=True, help="the SFT output folder")
+    return parser, stages
+
+
 def model_name(value):
     return MODELS.get(value, value)
 
@@ -41,8 +56,7 @@ def per_gpu_accumulation(batch_size, micro_batch, gpus):
 
 
 def environment(as_published):
-    env = {"SFTRL_PATCHES_DISABLE": "1"} if as_published else {}
-    return env
+    return {"SFTRL_PATCHES_DISABLE": "1"} if as_published else {}
 
 
 def render(command, env):

@@ -8,7 +8,6 @@ Ray, with the paper's RL settings. Flags come in the style of the installed Open
     python -m examples.recipes.openrlhf sft --as-published --dry-run
     python -m examples.recipes.openrlhf grpo --sft-checkpoint ckpt/sft --dry-run
 """
-import argparse
 import math
 import os
 
@@ -104,16 +103,10 @@ def grpo_command(args, style, prompts_in_data=46000):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = parser.add_subparsers(dest="stage", required=True)
-    for stage in ("sft", "grpo"):
-        stage_parser = sub.add_parser(stage)
-        common.add_common_arguments(stage_parser, "ckpt/openrlhf")
+    parser, stages = common.stage_parser(__doc__, "ckpt/openrlhf")
+    for stage_parser in stages.values():
         stage_parser.add_argument("--flag-style", choices=("auto", "flat", "dotted"), default="auto",
                                   help="flat: OpenRLHF <= 0.10.1 (the paper's 0.9.10); dotted: >= 0.10.2")
-        if stage == "grpo":
-            stage_parser.add_argument("--sft-checkpoint", required=True, help="the SFT output folder")
     args = parser.parse_args(argv)
     if args.gpus % 2 and args.stage == "grpo":
         parser.error("--gpus must be even (vLLM engines use tensor parallel 2)")

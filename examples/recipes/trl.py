@@ -7,7 +7,6 @@ and the paper's RL settings. The generated accelerate and DeepSpeed configs go t
     python -m examples.recipes.trl sft --dry-run
     python -m examples.recipes.trl grpo --sft-checkpoint ckpt/trl/sft --dry-run
 """
-import argparse
 import json
 import os
 
@@ -73,14 +72,7 @@ def grpo_command(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = parser.add_subparsers(dest="stage", required=True)
-    for stage in ("sft", "grpo"):
-        stage_parser = sub.add_parser(stage)
-        common.add_common_arguments(stage_parser, "ckpt/trl")
-        if stage == "grpo":
-            stage_parser.add_argument("--sft-checkpoint", required=True, help="the SFT output folder")
+    parser, _ = common.stage_parser(__doc__, "ckpt/trl")
     args = parser.parse_args(argv)
     command = sft_command(args) if args.stage == "sft" else grpo_command(args)
     return common.finish(command, common.environment(args.as_published), args.dry_run)
