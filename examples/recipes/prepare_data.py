@@ -6,7 +6,7 @@ format, OpenAI-style tags), keeping `prompt` and `target`.
 """
 import argparse
 
-from examples.sftrl_tiny.data import write_jsonl
+from examples.sftrl_tiny.data import ground_truth, write_jsonl
 from examples.sftrl_tiny.loading import load_rows
 
 from . import common
@@ -15,7 +15,7 @@ from . import common
 def flatten(row):
     system = [m["content"] for m in row["prompt"] if m["role"] == "system"]
     turns = [m for m in row["prompt"] if m["role"] != "system"] + list(row["target"])
-    return {"prompt": row["prompt"], "target": row["target"], "answer": row["reward_model"]["ground_truth"],
+    return {"prompt": row["prompt"], "target": row["target"], "answer": ground_truth(row),
             "system": system[0] if system else "", "messages": turns}
 
 

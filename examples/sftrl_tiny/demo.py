@@ -14,7 +14,6 @@ inside each training process. Results go to --out: results.md, results.json, plo
     python -m examples.sftrl_tiny.demo --out results/tiny
 """
 import argparse
-import json
 import os
 import subprocess
 import sys

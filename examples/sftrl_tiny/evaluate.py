@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 
+from . import data
 from .loading import load_rows
 from .reward import score
 
@@ -74,10 +75,10 @@ def grade(rows, answers):
     """avg@k over problems, and per-problem details."""
     details, per_problem = [], []
     for row, k_answers in zip(rows, answers):
-        truth = row["reward_model"]["ground_truth"]
+        truth = data.ground_truth(row)
         scores = [score(answer, truth) for answer in k_answers]
         per_problem.append(statistics.fmean(scores))
-        details.append({"question": row["prompt"][-1]["content"], "truth": truth, "answers": k_answers,
+        details.append({"question": data.question(row), "truth": truth, "answers": k_answers,
                         "scores": scores})
     return {"accuracy": statistics.fmean(per_problem) if per_problem else 0.0, "problems": len(rows),
             "samples": len(answers[0]) if answers else 0}, details

@@ -20,6 +20,15 @@ def build(tokenizer, seed=0, **overrides):
     return Qwen2ForCausalLM(config)
 
 
+def add_size_arguments(parser):
+    for name, value in DEFAULTS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value)
+
+
+def sizes(args):
+    return {name: getattr(args, name) for name in DEFAULTS}
+
+
 def main(argv=None):
     from transformers import AutoTokenizer
     from .tokenizer import save as save_tokenizer
@@ -27,11 +36,10 @@ def main(argv=None):
     parser.add_argument("--tokenizer", required=True, help="folder of the tokenizer (examples.sftrl_tiny.tokenizer)")
     parser.add_argument("--out", required=True, help="folder to save the model in")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
-    for name, value in DEFAULTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value)
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    model = build(tokenizer, args.seed, **{name: getattr(args, name) for name in DEFAULTS})
+    model = build(tokenizer, args.seed, **sizes(args))
     model.save_pretrained(args.out)
     save_tokenizer(tokenizer, args.out)  # a model folder that loads on its own
     print(f"model with {sum(p.numel() for p in model.parameters()):,} parameters saved to {args.out}")

@@ -12,7 +12,7 @@ import random
 import time
 
 from . import data
-from .model import DEFAULTS, build
+from .model import add_size_arguments, build, sizes
 
 
 def corpus(count, seed, operands=3, digits=1, operators=data.OPERATORS):
@@ -66,11 +66,10 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    for name, value in DEFAULTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value)
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    model = build(tokenizer, args.seed, **{name: getattr(args, name) for name in DEFAULTS})
+    model = build(tokenizer, args.seed, **sizes(args))
     pretrain(model, tokenizer, corpus(args.documents, args.seed), args.batch_size, args.lr, args.seed)
     model.save_pretrained(args.out)
     save_tokenizer(tokenizer, args.out)

@@ -32,11 +32,12 @@ def load_run(folder, config, seed):
     sft_steps = [row for row in _jsonl(os.path.join(folder, "sft", "metrics.jsonl")) if "loss" in row]
     rl_steps = [row for row in _jsonl(os.path.join(folder, "rl", "metrics.jsonl")) if "reward" in row]
     facts = _json(os.path.join(folder, "sft", "run.json"))
+    after_sft = _json(os.path.join(folder, "eval_sft.json"))["summary"]
     return {"config": config, "seed": seed, "deepspeed": facts.get("deepspeed"),
             "patch": _patch_state(facts),
-            "acc_sft": _json(os.path.join(folder, "eval_sft.json"))["summary"]["accuracy"],
+            "acc_sft": after_sft["accuracy"],
             "acc_rl": _json(os.path.join(folder, "eval_rl.json"))["summary"]["accuracy"],
-            "eval_samples": _json(os.path.join(folder, "eval_sft.json"))["summary"]["samples"],
+            "eval_samples": after_sft["samples"],
             "sft_loss": [row["loss"] for row in sft_steps], "sft_grad_norm": [row["grad_norm"] for row in sft_steps],
             "rl_reward": [row["reward"] for row in rl_steps]}
 
@@ -124,7 +125,7 @@ def write(out, records, meta):
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
         json.dump({**meta, "records": records}, handle, indent=1)
     settings = meta["settings"]
-    text = [f"# Tiny SFT-then-RL: DeepSpeed offload bug, on and off", "",
+    text = ["# Tiny SFT-then-RL: DeepSpeed offload bug, on and off", "",
             f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
             table(records), "",
             f"SFT: TRL SFTTrainer, accelerate + DeepSpeed ZeRO-2, GA 8, micro-batch 1, lr {settings['sft_lr']}, "

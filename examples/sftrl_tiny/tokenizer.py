@@ -10,7 +10,7 @@ import os
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from . import data
+from .loading import load_rows
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 CHAT_TEMPLATE = (
@@ -58,18 +58,13 @@ def save(tokenizer, folder):
         json.dump(config, handle, indent=2)
 
 
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="a jsonl file of rows (see examples.sftrl_tiny.data)")
     parser.add_argument("--out", required=True, help="folder to save the tokenizer in")
     parser.add_argument("--vocab-size", type=int, default=384)
     args = parser.parse_args(argv)
-    tokenizer = train(read_jsonl(args.data), args.vocab_size)
+    tokenizer = train(load_rows(args.data), args.vocab_size)
     save(tokenizer, args.out)
     print(f"tokenizer with {len(tokenizer)} tokens saved to {args.out}")
     return 0
