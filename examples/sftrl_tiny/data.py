@@ -21,14 +21,14 @@ DATA_SOURCE = "sftrl-tiny-arithmetic"
 OPERATORS = ("+", "-", "×")
 
 
-def _problem(rng, operands, digits, operators):
+def random_problem(rng, operands, digits, operators):
     low, high = 10 ** (digits - 1) if digits > 1 else 0, 10 ** digits - 1
     numbers = [rng.randint(low, high) for _ in range(operands)]
     ops = [rng.choice(operators) for _ in range(operands - 1)]
     return numbers, ops
 
 
-def _solve(numbers, ops):
+def solve(numbers, ops):
     """(worked steps, value): every × first, then + and - from left to right."""
     numbers, ops, steps = list(numbers), list(ops), []
     while "×" in ops:
@@ -46,7 +46,7 @@ def _solve(numbers, ops):
 
 def make_row(numbers, ops):
     expression = " ".join(str(n) + (f" {op}" if op else "") for n, op in zip(numbers, list(ops) + [""]))
-    steps, value = _solve(numbers, ops)
+    steps, value = solve(numbers, ops)
     lines = ["Multiplication comes first, then addition and subtraction from left to right."]
     lines += [f"Step {k}: {step}." for k, step in enumerate(steps, 1)] or [f"There is nothing to compute: {value}."]
     lines.append(f"The answer is \\boxed{{{value}}}.")
@@ -70,7 +70,7 @@ def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS):
                          f"allow about {capacity}; raise --digits or --operands")
     rng, seen, rows = random.Random(seed), set(), []
     while len(rows) < train + test:
-        numbers, ops = _problem(rng, operands, digits, operators)
+        numbers, ops = random_problem(rng, operands, digits, operators)
         key = (tuple(numbers), tuple(ops))
         if key not in seen:
             seen.add(key)

@@ -67,7 +67,7 @@ class Progress:
 def run(command, log_path, env=None):
     """Run one step, its output to a log file; a failure names the log."""
     with open(log_path, "w", encoding="utf-8") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if result.returncode:
         with open(log_path, encoding="utf-8") as log:
             tail = "".join(log.readlines()[-20:])

@@ -20,8 +20,8 @@ def corpus(count, seed, operands=3, digits=1, operators=data.OPERATORS):
     out as a one-operation problem of its own, in the words of the SFT solutions."""
     rng, documents = random.Random(seed), []
     while len(documents) < count:
-        numbers, ops = data._problem(rng, operands, digits, tuple(operators))
-        for step in data._solve(numbers, ops)[0]:
+        numbers, ops = data.random_problem(rng, operands, digits, tuple(operators))
+        for step in data.solve(numbers, ops)[0]:
             a, op, b = step.split(" = ")[0].split(" ")
             row = data.make_row([int(a), int(b)], [op])
             documents.append(data.question(row) + "\n" + data.expert_solution(row))
