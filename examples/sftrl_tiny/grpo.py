@@ -15,8 +15,8 @@ from .loading import to_prompt_only
 from .reward import accuracy_reward
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(description=__doc__.split("\n\n")[0]):
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", required=True, help="the SFT checkpoint")
     parser.add_argument("--data", required=True, help="a jsonl file, a folder with train.jsonl, or a hub data set")
     parser.add_argument("--out", required=True)
@@ -33,24 +33,30 @@ def parse_args(argv=None):
     parser.add_argument("--use-vllm", action="store_true", help="generate with vLLM (GPU; colocated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true")
-    return parser.parse_args(argv)
+    return parser
 
 
-def grpo_config(args):
-    from trl import GRPOConfig
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def grpo_config(args, config_class=None, **extra):
+    """The GRPOConfig of these arguments; a method passes its own GRPOConfig subclass and fields."""
+    if config_class is None:
+        from trl import GRPOConfig as config_class
     completions = args.prompts_per_step * args.num_generations
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate / torchrun
     if completions % (args.mini_batches * processes):
         raise SystemExit(f"error: {completions} rollouts per round do not split into {args.mini_batches} "
                          f"mini-batches over {processes} processes")
-    return GRPOConfig(
+    return config_class(
         output_dir=args.out, seed=args.seed, max_steps=args.steps, learning_rate=args.lr,
         lr_scheduler_type="constant", per_device_train_batch_size=completions // (args.mini_batches * processes),
         gradient_accumulation_steps=1, steps_per_generation=args.mini_batches,
         num_generations=args.num_generations, max_completion_length=args.max_completion_length,
         temperature=args.temperature, beta=0.0, epsilon=args.epsilon, epsilon_high=args.epsilon_high,
         loss_type="dapo", scale_rewards="none", use_vllm=args.use_vllm, vllm_mode="colocate",
-        bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True)
+        bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, **extra)
 
 
 def main(argv=None):

@@ -42,11 +42,12 @@ def start(args, to_example):
     return Dataset.from_list([to_example(row) for row in rows]), step_logger(metrics)
 
 
-def train_and_save(trainer, tokenizer, args):
-    """Train, then save the model (every rank: DeepSpeed gathers), the tokenizer and run.json (main rank)."""
+def train_and_save(trainer, tokenizer, args, extra=None):
+    """Train, then save the model (every rank: DeepSpeed gathers), the tokenizer and run.json (main rank);
+    `extra()` adds facts known only after training."""
     trainer.train()
     trainer.save_model(args.out)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.out)
         with open(os.path.join(args.out, "run.json"), "w", encoding="utf-8") as handle:
-            json.dump({"args": vars(args), **run_facts()}, handle, indent=2)
+            json.dump({"args": vars(args), **run_facts(), **(extra() if extra else {})}, handle, indent=2)

@@ -1,0 +1,43 @@
+"""LUFFY: Yan et al., "Learning to Reason under Off-Policy Guidance", arXiv 2504.14945
+(github.com/ElliottYan/LUFFY).
+
+Each group holds num_generations - off_policy_traces rollouts and the expert trace(s) in the
+remaining slots (7 + 1 at 8 rollouts). The baseline of the group advantage is the mean over the
+rollouts only. Rollout tokens take the on-policy policy-gradient loss (unclipped by default, as
+LUFFY's published script sets loss_remove_clip); expert tokens take -A * f(pi) with the policy
+shaping f(pi) = pi / (pi + gamma), gamma = 0.1.
+"""
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+from . import losses
+from .trainer import EXPERT, ROLLOUT, MixedPolicyTrainer
+
+
+@dataclass
+class LuffyConfig(GRPOConfig):
+    shaping_gamma: float = field(default=0.1, metadata={"help": "gamma of f(pi) = pi / (pi + gamma)"})
+    off_policy_traces: int = field(default=1, metadata={"help": "expert traces per group"})
+    clip_on_policy: bool = field(default=False, metadata={"help": "clip the rollouts' ratio (LUFFY: off)"})
+
+
+class LuffyTrainer(MixedPolicyTrainer):
+    def row_kinds(self, inputs, slots):
+        first_expert = self.num_generations - self.args.off_policy_traces
+        return [EXPERT if slot >= first_expert else ROLLOUT for slot in slots]
+
+    def annotate(self, batch, rewards, kinds, rows):
+        counted = kinds == ROLLOUT
+        batch["advantages"] = losses.group_advantages(rewards, self.num_generations, counted=counted)[rows]
+
+    def per_token_loss(self, batch, logps, old_logps, entropies):
+        advantages = batch["advantages"]
+        if self.args.clip_on_policy:
+            on_policy = losses.clipped_policy_loss(logps, old_logps, advantages, self.epsilon_low, self.epsilon_high)
+        else:
+            on_policy = -advantages.unsqueeze(1) * torch.exp(logps - old_logps)
+        off_policy = losses.shaped_off_policy_loss(logps, advantages, self.args.shaping_gamma)
+        expert = batch["expert_mask"].bool()
+        return torch.where(expert, off_policy, on_policy), batch["loss_mask"]

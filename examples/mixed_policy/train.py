@@ -1,0 +1,73 @@
+"""Train one mixed-policy method (or plain GRPO) with TRL on prompts that carry an expert solution.
+
+The GRPO arguments are those of examples.sftrl_tiny.grpo (P prompts x G rollouts per round,
+mini-batches, clip 0.2/0.28, no KL, token-level loss); each method adds its own (see --help).
+Writes the model, metrics.jsonl (one line per step, with the running `flops`) and run.json
+(arguments, FLOPs by token kind) to --out.
+
+    python -m examples.mixed_policy.train --method luffy --model BASE --data DATA --out OUT
+"""
+import argparse
+
+from examples.sftrl_tiny import grpo, run_files
+
+from . import methods
+
+
+def to_example(row):
+    """Prompt, ground truth for the reward, and the expert solution the methods train on."""
+    return {"prompt": row["prompt"], "reward_model": row["reward_model"], "target": row["target"]}
+
+
+def method_flags():
+    """Every method's own config fields as --flags: name -> (method, default, type, help)."""
+    flags = {}
+    for name in methods.METHODS:
+        _, config_class = methods.load(name)
+        for field_name, (default, help_text) in methods.own_fields(config_class).items():
+            flags[field_name] = (name, default, type(default), help_text)
+    return flags
+
+
+def parse_args(argv=None):
+    parser = grpo.build_parser(__doc__.split("\n\n")[0])
+    parser.formatter_class, parser.epilog = argparse.RawDescriptionHelpFormatter, __doc__
+    parser.add_argument("--method", required=True, choices=list(methods.METHODS))
+    flags = method_flags()
+    for field_name, (method, default, kind, help_text) in flags.items():
+        option = "--" + field_name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(option, type=lambda text: text.lower() in ("1", "true", "yes"), default=None,
+                                help=f"{method}: {help_text} (default {default})")
+        else:
+            parser.add_argument(option, type=kind, default=None, help=f"{method}: {help_text} (default {default})")
+    args = parser.parse_args(argv)
+    args.method_options = {}
+    for field_name, (method, _, _, _) in flags.items():
+        value = getattr(args, field_name)
+        if value is None:
+            continue
+        if method != args.method:
+            parser.error(f"--{field_name.replace('_', '-')} belongs to --method {method}, not {args.method}")
+        args.method_options[field_name] = value
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from transformers import AutoTokenizer
+    from examples.sftrl_tiny.reward import accuracy_reward
+
+    trainer_class, config_class = methods.load(args.method)
+    config = grpo.grpo_config(args, config_class, **args.method_options)
+    dataset, logger = run_files.start(args, to_example)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+    trainer = trainer_class(model=args.model, reward_funcs=accuracy_reward, args=config,
+                            train_dataset=dataset, processing_class=tokenizer, callbacks=[logger])
+    run_files.train_and_save(trainer, tokenizer, args, extra=lambda: {"method": args.method,
+                                                                       "flops": trainer.flops.as_dict()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""The mixed-policy methods: the piece that defines each one on tiny tensors, then the trainers on
+a real TRL GRPOTrainer with a tiny Qwen2 built here (generation, rewards, loss; no GPU needed)."""
+import math
+from collections import defaultdict
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.mixed_policy import flops, losses  # noqa: E402
+from examples.mixed_policy.hpt import HptTrainer, sft_groups  # noqa: E402
+from examples.mixed_policy.relift import FailedQuestions  # noqa: E402
+from examples.mixed_policy.srft import SrftTrainer  # noqa: E402
+from examples.mixed_policy.trainer import EXPERT, PREFIXED, ROLLOUT  # noqa: E402
+
+
+# ---- LUFFY: policy shaping -------------------------------------------------------------------
+def test_luffy_shaping_weight_is_p_over_p_plus_gamma():
+    probs = torch.tensor([0.01, 0.1, 0.5, 0.99])
+    weight = losses.shaping_weight(probs.log(), gamma=0.1)
+    assert torch.allclose(weight, torch.tensor([0.01 / 0.11, 0.1 / 0.2, 0.5 / 0.6, 0.99 / 1.09]))
+
+
+def test_luffy_shaped_gradient_and_why_it_matters_for_rare_expert_tokens():
+    gamma, advantage = 0.1, torch.tensor([2.0])
+    probs = torch.tensor([[0.001, 0.05, 0.3, 0.9]])
+    logps = probs.log().requires_grad_()
+    losses.shaped_off_policy_loss(logps, advantage, gamma).sum().backward()
+    # d/dlogp of -A * p/(p+gamma) = -A * gamma * p / (p+gamma)^2
+    expected = -2.0 * gamma * probs / (probs + gamma) ** 2
+    assert torch.allclose(logps.grad, expected, rtol=1e-5)
+    # Unshaped importance weighting (-A * p) has gradient -A * p: shaping lifts rare expert tokens
+    # and damps the ones the policy already predicts.
+    plain = -2.0 * probs
+    assert (logps.grad[0, :2].abs() > plain[0, :2].abs()).all()
+    assert (logps.grad[0, 2:].abs() < plain[0, 2:].abs()).all()
+
+
+def test_luffy_baseline_counts_only_the_rollouts():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])  # 2 groups of 4, expert last
+    counted = torch.tensor([True, True, True, False] * 2)
+    advantages = losses.group_advantages(rewards, 4, counted=counted)
+    assert advantages.tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 2 / 3, 0, 0, 0, 1])
+    # with the expert in the baseline the advantages differ
+    assert losses.group_advantages(rewards, 4).tolist() != pytest.approx(advantages.tolist())
+
+
+# ---- SRFT: entropy-aware weights -------------------------------------------------------------
+def test_srft_weights_follow_entropy_without_gradient():
+    entropy = torch.tensor(0.7, requires_grad=True)
+    w_sft, w_rl = losses.entropy_weights(entropy, 0.5, 0.1)
+    assert w_sft.item() == pytest.approx(0.5 * math.exp(-0.7))
+    assert w_rl.item() == pytest.approx(0.1 * math.exp(0.7))
+    assert not w_sft.requires_grad and not w_rl.requires_grad
+    low, _ = losses.entropy_weights(torch.tensor(0.1))
+    high, _ = losses.entropy_weights(torch.tensor(2.0))
+    assert low > high  # confident policy: demonstrations weigh more
+
+
+def _bare(**args):
+    """The smallest stand-in for a trainer: what the loss/annotate hooks read, nothing else."""
+    return SimpleNamespace(args=SimpleNamespace(**args), epsilon_low=0.2, epsilon_high=0.28, num_generations=4,
+                           model=SimpleNamespace(training=True), _metrics={"train": defaultdict(list)})
+
+
+def test_srft_loss_weights_each_token_kind():
+    fake = _bare(sft_weight_scale=0.5, rl_weight_scale=0.1)
+    logps = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.25], [0.8, 0.8]]))
+    entropies = torch.tensor([[1.0, 1.0], [1.0, 1.0], [3.0, 3.0]])  # the demo's entropy must not count
+    batch = {"advantages": torch.tensor([1.0, -1.0, 0.5]),
+             "expert_mask": torch.tensor([[0, 0], [0, 0], [1, 1]]),
+             "loss_mask": torch.ones(3, 2, dtype=torch.long)}
+    loss, mask = SrftTrainer.per_token_loss(fake, batch, logps, logps.detach(), entropies)
+    w_sft, w_rl = 0.5 * math.exp(-1.0), 0.1 * math.exp(1.0)
+    assert loss[0].tolist() == pytest.approx([-w_rl * 1.0] * 2)        # positive rollout: scaled PG
+    assert loss[1].tolist() == pytest.approx([1.0, 1.0])                # negative rollout: plain PG
+    assert loss[2].tolist() == pytest.approx([-w_sft * math.log(0.8)] * 2)  # demonstration: w_sft * NLL
+    assert mask.sum() == 6
+
+
+# ---- ReLIFT: the buffer of failed questions --------------------------------------------------
+def test_relift_buffer_keeps_one_row_per_failed_question_oldest_first():
+    buffer = FailedQuestions(capacity=3)
+    rows = [{"q": q, "copy": c} for q in "abc" for c in range(2)]  # 3 groups of 2
+    buffer.add_failed(rows, [0.0, 0.5, 0.0], group_size=2)
+    assert [r["q"] for r in buffer.rows] == ["a", "c"]
+    buffer.add_failed([{"q": "d"}, {"q": "d"}, {"q": "e"}, {"q": "e"}], [0.0, 0.0], group_size=2)
+    assert [r["q"] for r in buffer.rows] == ["c", "d", "e"]  # capacity 3: "a" dropped
+    assert [r["q"] for r in buffer.take(2)] == ["c", "d"]
+    with pytest.raises(ValueError, match="2 rows asked, 1 buffered"):
+        buffer.take(2)
+    with pytest.raises(ValueError, match="capacity"):
+        FailedQuestions(0)
+
+
+# ---- HPT: the gate -----------------------------------------------------------------------------
+def test_hpt_gate_switches_per_question():
+    # 3 groups of 4: expert in the last slot; rollouts pass 0/3, 1/3, 3/3
+    rewards = torch.tensor([0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1], dtype=torch.float)
+    kinds = torch.tensor([ROLLOUT, ROLLOUT, ROLLOUT, EXPERT] * 3)
+    assert sft_groups(rewards, kinds, 4, gate=0.0).tolist() == [True, False, False]
+    assert sft_groups(rewards, kinds, 4, gate=0.5).tolist() == [True, True, False]
+    fake = _bare(gate=0.0)
+    batch = {"loss_mask": torch.ones(12, 3, dtype=torch.long)}
+    HptTrainer.annotate(fake, batch, rewards, kinds, slice(0, 12))
+    trained = batch["loss_mask"][:, 0].tolist()
+    assert trained == [0, 0, 0, 1] + [1, 1, 1, 0] * 2  # SFT on the expert of group 0, GRPO elsewhere
+
+
+# ---- Prefix-RFT: no loss on the expert prefix --------------------------------------------------
+def test_prefix_tokens_carry_no_loss():
+    completion_mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    mask = losses.prefix_token_mask(completion_mask, torch.tensor([2, 0, 3]))
+    assert mask.tolist() == [[0, 0, 1, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+
+
+# ---- the corrected aggregation and the FLOPs accounting ----------------------------------------
+def test_step_mean_over_micro_batches_is_one_token_mean():
+    torch.manual_seed(0)
+    per_token = torch.rand(4, 6)
+    mask = torch.tensor([[1] * 6, [1] * 1 + [0] * 5, [1] * 3 + [0] * 3, [1] * 2 + [0] * 4])
+    total = mask.sum()
+    accumulated = sum(losses.step_mean(per_token[i:i + 2], mask[i:i + 2], total) for i in (0, 2))
+    assert accumulated.item() == pytest.approx(losses.masked_mean(per_token, mask).item(), rel=1e-6)
+    mean_of_means = sum(losses.masked_mean(per_token[i:i + 2], mask[i:i + 2]) for i in (0, 2)) / 2
+    assert abs(mean_of_means.item() - accumulated.item()) > 1e-3  # the buggy form differs here
+
+
+def test_flops_follow_the_paper_accounting():
+    counter = flops.FlopsCounter(parameters=1000)
+    counter.add("on_policy", 10)
+    counter.add("off_policy", 5)
+    counter.add("sft", 2)
+    assert counter.total == 1000 * (8 * 10 + 6 * 5 + 6 * 2)
+    assert flops.sft_flops(1000, 7, epochs=3) == 6 * 1000 * 7 * 3
+    with pytest.raises(ValueError, match="unknown token kind"):
+        counter.add("prompt", 1)
+
+
+# ---- the trainers on a real TRL GRPOTrainer and a tiny model -----------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from examples.sftrl_tiny import data, model, tokenizer as tokenizer_module
+    from transformers import AutoTokenizer
+    folder = tmp_path_factory.mktemp("mixed")
+    train, _ = data.generate(32, 4, operands=2, digits=1, seed=5)
+    tokenizer_module.save(tokenizer_module.train(train), str(folder / "tok"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tok"), padding_side="left")
+    model.build(tokenizer, seed=0).save_pretrained(str(folder / "model"))
+    return folder, train, tokenizer
+
+
+def _trainer(tiny, method, **options):
+    from datasets import Dataset
+    from examples.mixed_policy import methods, train as train_module
+    from examples.sftrl_tiny.reward import accuracy_reward
+    folder, rows, tokenizer = tiny
+    trainer_class, config_class = methods.load(method)
+    config = config_class(output_dir=str(folder / method), per_device_train_batch_size=8, num_generations=4,
+                          steps_per_generation=2, max_completion_length=64, max_steps=2, beta=0.0,
+                          loss_type="dapo", scale_rewards="none", learning_rate=1e-3, report_to="none",
+                          save_strategy="no", disable_tqdm=True, seed=0, bf16=False, **options)
+    dataset = Dataset.from_list([train_module.to_example(r) for r in rows])
+    return trainer_class(model=str(folder / "model"), reward_funcs=accuracy_reward, args=config,
+                         train_dataset=dataset, processing_class=tokenizer), rows
+
+
+def _generation_batch(trainer, rows, questions=4):
+    group = trainer.num_generations
+    trainer.model.train()
+    return trainer._generate_and_score_completions([dict(rows[q]) for q in range(questions) for _ in range(group)])
+
+
+def test_luffy_puts_the_expert_trace_in_the_last_slot_and_counts_its_flops(tiny):
+    trainer, rows = _trainer(tiny, "luffy")
+    batch = _generation_batch(trainer, rows)
+    assert batch["row_kind"].tolist() == [ROLLOUT, ROLLOUT, ROLLOUT, EXPERT] * 4
+    for q in range(4):
+        expert = trainer.expert_ids(rows[q])
+        got = batch["completion_ids"][4 * q + 3][batch["completion_mask"][4 * q + 3].bool()].tolist()
+        assert got == expert
+        assert batch["rewards"][4 * q + 3].item() == 1.0  # the expert solution is correct
+    expert_tokens = int(batch["expert_mask"].sum())
+    generated = int(batch["completion_mask"].sum()) - expert_tokens
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    assert trainer.flops.total == parameters * (8 * generated + 6 * expert_tokens)
+
+
+def test_plain_grpo_loss_equals_trls_own_dapo_loss(tiny):
+    from trl import GRPOTrainer
+    trainer, rows = _trainer(tiny, "grpo")
+    batch = _generation_batch(trainer, rows)
+    batch["advantages"] = torch.linspace(-1, 1, batch["advantages"].numel())  # non-zero, to compare
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    ours = trainer._compute_loss(trainer.model, batch)
+    theirs = GRPOTrainer._compute_loss(trainer, trainer.model, batch)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    assert ours.item() != 0
+
+
+def test_prefix_rft_rows_start_with_the_expert_prefix_which_carries_no_loss(tiny):
+    trainer, rows = _trainer(tiny, "prefix_rft", prefixed_rollouts=2, prefix_ratio_min=0.5, prefix_ratio_max=0.5)
+    batch = _generation_batch(trainer, rows)
+    assert batch["row_kind"].tolist() == [ROLLOUT, ROLLOUT, PREFIXED, PREFIXED] * 4
+    for i in range(16):
+        length = int(batch["prefix_length"][i])
+        if i % 4 < 2:
+            assert length == 0
+            continue
+        expert = trainer.expert_ids(rows[i // 4])[:-1]
+        assert length == int(0.5 * len(expert)) > 0
+        assert batch["completion_ids"][i, :length].tolist() == expert[:length]
+        assert batch["loss_mask"][i, :length].sum() == 0
+        assert batch["expert_mask"][i, :length].sum() == length
+        assert batch["loss_mask"][i, length:].sum() == batch["completion_mask"][i, length:].sum() > 0
+    # the prompt itself no longer holds the prefix: same prompt for every row of a group
+    assert torch.equal(batch["prompt_ids"][2], batch["prompt_ids"][0])
+
+
+def test_relift_takes_an_sft_step_once_its_buffer_holds_a_batch(tiny):
+    trainer, rows = _trainer(tiny, "relift")
+    batch = _generation_batch(trainer, rows)  # an untrained model fails every question
+    assert len(trainer.failed) == 4 and (batch["row_kind"] == ROLLOUT).all()
+    trainer.failed.add_failed([dict(rows[q]) for q in range(4, 16) for _ in range(4)], [0.0] * 12, 4)
+    batch = _generation_batch(trainer, rows)  # 16 buffered questions = a 16-row generation batch
+    assert (batch["row_kind"] == EXPERT).all()
+    assert (batch["expert_mask"] == batch["completion_mask"]).all()
+    assert len(trainer.failed) == 0 and trainer.flops.tokens["sft"] == int(batch["completion_mask"].sum())
+
+
+def test_cli_refuses_another_methods_flag():
+    from examples.mixed_policy import train as train_module
+    with pytest.raises(SystemExit):
+        train_module.parse_args(["--method", "luffy", "--model", "m", "--data", "d", "--out", "o", "--gate", "0.5"])
+    args = train_module.parse_args(["--method", "hpt", "--model", "m", "--data", "d", "--out", "o", "--gate", "0.5"])
+    assert args.method_options == {"gate": 0.5}
