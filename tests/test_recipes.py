@@ -154,3 +154,24 @@ def test_bad_recipe_input_is_refused_with_a_clear_message():
     proc = subprocess.run([sys.executable, "-m", "examples.recipes.evaluate", "--model", "m", "--benchmark", "x=y",
                            "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "NAME=SOURCE" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["luffy", "srft", "relift", "hpt", "prefix_rft"])
+def test_mixed_policy_recipe_builds_the_methods_config(tmp_path, monkeypatch, method):
+    pytest.importorskip("trl")
+    from examples.mixed_policy import methods, train
+    from examples.recipes.mixed_policy import OPTIONS
+    from examples.sftrl_tiny import grpo
+    argv = argv_of(dry_run("mixed_policy", method, "--out", str(tmp_path)))
+    assert argv[:2] == ["accelerate", "launch"] and "sftrl_patches.launch" in argv
+    args = train.parse_args(argv[argv.index("examples.mixed_policy.train") + 1:])
+    assert args.method == method and args.method_options == OPTIONS[method]
+    args.bf16, args.use_vllm = False, False  # CPU: no bf16, no vLLM here; the rest is as printed
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    _, config_class = methods.load(method)
+    config = grpo.grpo_config(args, config_class, **args.method_options)
+    assert isinstance(config, config_class)
+    assert config.per_device_train_batch_size * 8 * config.steps_per_generation == 128 * 8
+    assert config.max_steps == 1000 and config.learning_rate == 1e-6 and config.num_generations == 8
+    for name, value in OPTIONS[method].items():
+        assert getattr(config, name) == value

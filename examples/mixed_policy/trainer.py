@@ -170,6 +170,8 @@ class MixedPolicyTrainer(GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         old_logps = logps.detach() if old_logps is None else old_logps
         per_token, mask = self.per_token_loss(inputs, logps, old_logps, entropies)
+        if "importance_sampling_ratio" in inputs:  # TRL's vLLM-vs-trainer correction (1 on expert tokens)
+            per_token = per_token * inputs["importance_sampling_ratio"]
         mode = "train" if self.model.training else "eval"
         # As TRL's "dapo": num_items_in_batch counts the generation batch over all ranks.
         tokens_in_step = inputs["num_items_in_batch"] / self.accelerator.num_processes
