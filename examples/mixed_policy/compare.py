@@ -27,7 +27,7 @@ from .methods import METHODS
 
 BASELINES = {"sft_rl_buggy": "buggy", "sft_rl_fixed": "fixed"}
 MIXED = [name for name in METHODS if name != "grpo"]
-DEFAULTS = dict(method_steps=300, method_lr=5e-4)
+DEFAULTS = dict(method_steps=200, method_lr=5e-4)
 SMOKE = dict(method_steps=4)
 
 
