@@ -19,7 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from examples.sftrl_tiny import demo, report as sft_report
+from examples.sftrl_tiny import demo
 from examples.sftrl_tiny.loading import load_rows
 
 from . import flops as flops_module
