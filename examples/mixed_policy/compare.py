@@ -19,7 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from examples.sftrl_tiny import demo
+from examples.sftrl_tiny import data, demo
 from examples.sftrl_tiny.loading import load_rows
 
 from . import flops as flops_module
@@ -55,7 +55,7 @@ def response_tokens(data_folder, tokenizer_folder):
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     rows = load_rows(data_folder, "train")
-    return sum(len(tokenizer(row["target"][-1]["content"], add_special_tokens=False)["input_ids"]) + 1
+    return sum(len(tokenizer(data.expert_solution(row), add_special_tokens=False)["input_ids"]) + 1
                for row in rows)
 
 
@@ -85,16 +85,10 @@ def mixed_policy(args, name, seed, port, threads, progress):
     started = time.time()
     demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", name,
               "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"),
-              "--out", os.path.join(folder, "model"), "--steps", str(args.method_steps),
-              "--prompts-per-step", str(args.grpo_prompts), "--num-generations", "8", "--mini-batches", "2",
-              "--lr", str(args.method_lr), "--max-completion-length", str(args.max_new_tokens), "--seed", str(seed)],
+              "--out", os.path.join(folder, "model")] + demo.rl_round_flags(args, args.method_steps, args.method_lr, seed),
              os.path.join(folder, "train.log"), env)
     seconds = time.time() - started
-    demo.run(demo.module("evaluate") + ["--data", os.path.join(args.out, "data"), "--temperature", "0.6",
-                                        "--samples", str(args.eval_samples), "--max-new-tokens",
-                                        str(args.max_new_tokens), "--seed", str(seed),
-                                        "--model", os.path.join(folder, "model"),
-                                        "--out", os.path.join(folder, "eval.json")],
+    demo.run(demo.evaluation_command(args, seed, os.path.join(folder, "model"), os.path.join(folder, "eval.json")),
              os.path.join(folder, "eval.log"), env)
     with open(os.path.join(folder, "model", "run.json"), encoding="utf-8") as handle:
         counted = json.load(handle)["flops"]

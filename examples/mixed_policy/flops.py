@@ -28,10 +28,5 @@ class FlopsCounter:
         return {"parameters": self.parameters, "tokens": dict(self.tokens), "flops": self.total}
 
 
-def sft_flops(parameters, response_tokens, epochs=1):
-    """An SFT stage: 6 N D over every response token it trains on, once per epoch."""
-    return SFT * int(parameters) * int(response_tokens) * epochs
-
-
 def parameter_count(model):
     return sum(p.numel() for p in model.parameters())

@@ -33,11 +33,6 @@ class HptTrainer(MixedPolicyTrainer):
         batch["advantages"] = losses.group_advantages(rewards, self.num_generations, counted=kinds == ROLLOUT)[rows]
         sft = sft_groups(rewards, kinds, self.num_generations, self.args.gate).repeat_interleave(self.num_generations)
         trained = torch.where(sft, kinds == EXPERT, kinds == ROLLOUT)[rows]
-        batch["sft_row"] = sft[rows]
         batch["loss_mask"] = batch["loss_mask"] * trained.unsqueeze(1).to(batch["loss_mask"].dtype)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["hpt/sft_share"].append(sft.float().mean().item())
-
-    def per_token_loss(self, batch, logps, old_logps, entropies):
-        policy = losses.clipped_policy_loss(logps, old_logps, batch["advantages"], self.epsilon_low, self.epsilon_high)
-        return torch.where(batch["expert_mask"].bool(), losses.sft_loss(logps), policy), batch["loss_mask"]

@@ -70,7 +70,3 @@ class ReliftTrainer(MixedPolicyTrainer):
             mine = group_rates[rows.start // self.num_generations: rows.stop // self.num_generations]
             self.failed.add_failed(self._batch_inputs, mine.tolist(), self.num_generations)
         self._metrics[mode]["relift/buffered"].append(float(len(self.failed)))
-
-    def per_token_loss(self, batch, logps, old_logps, entropies):
-        policy = losses.clipped_policy_loss(logps, old_logps, batch["advantages"], self.epsilon_low, self.epsilon_high)
-        return torch.where(batch["expert_mask"].bool(), losses.sft_loss(logps), policy), batch["loss_mask"]

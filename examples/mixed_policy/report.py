@@ -1,10 +1,9 @@
 """Table (accuracy mean ± std over seeds, training FLOPs) and the accuracy-against-FLOPs plot of
 the tiny comparison."""
-import json
 import os
 import statistics
 
-from examples.sftrl_tiny.report import mean_std
+from examples.sftrl_tiny.report import mean_std, save
 
 LABELS = {"sft_rl_buggy": "SFT→RL, buggy SFT", "sft_rl_fixed": "SFT→RL, corrected", "luffy": "LUFFY",
           "srft": "SRFT", "relift": "ReLIFT", "hpt": "HPT", "prefix_rft": "Prefix-RFT"}
@@ -49,8 +48,6 @@ def plot(out, records):
 
 
 def write(out, records, meta):
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump({**meta, "records": records}, handle, indent=1)
     s = meta["settings"]
     text = ["# Tiny task: corrected SFT-then-RL against mixed-policy methods", "",
             f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
@@ -62,6 +59,5 @@ def write(out, records, meta):
             f"{s['grpo_lr']}. Mixed-policy methods: {s['method_steps']} steps at lr {s['method_lr']}, "
             f"{s['grpo_prompts']} prompts × 8 rows per round, 2 optimizer steps per round.", "",
             "![accuracy against FLOPs](accuracy_vs_flops.png)", ""]
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
-        handle.write("\n".join(text))
+    save(out, records, meta, text)
     plot(out, records)

@@ -54,9 +54,10 @@ class MixedPolicyTrainer(GRPOTrainer):
         batch["advantages"] = losses.group_advantages(rewards, self.num_generations, counted=rollouts)[rows]
 
     def per_token_loss(self, batch, logps, old_logps, entropies):
-        """(per-token loss, loss mask), both (B, T)."""
-        loss = losses.clipped_policy_loss(logps, old_logps, batch["advantages"], self.epsilon_low, self.epsilon_high)
-        return loss, batch["loss_mask"]
+        """(per-token loss, loss mask), both (B, T): NLL on expert tokens, the clipped GRPO surrogate
+        on the policy's own (plain GRPO when a batch has no expert tokens)."""
+        policy = losses.clipped_policy_loss(logps, old_logps, batch["advantages"], self.epsilon_low, self.epsilon_high)
+        return torch.where(batch["expert_mask"].bool(), losses.sft_loss(logps), policy), batch["loss_mask"]
 
     # ---- expert solutions ------------------------------------------------------------------
     def expert_text(self, row):
@@ -155,8 +156,8 @@ class MixedPolicyTrainer(GRPOTrainer):
 
     def _count_flops(self, batch, all_kinds):
         mask, expert = batch["completion_mask"], batch["expert_mask"]
-        generated = self.accelerator.gather((mask - expert).sum()).sum().item()
-        expert_tokens = self.accelerator.gather(expert.sum()).sum().item()
+        counts = torch.stack([(mask - expert).sum(), expert.sum()]).unsqueeze(0)
+        generated, expert_tokens = self.accelerator.gather(counts).sum(dim=0).tolist()
         pure_sft = bool((all_kinds == EXPERT).all())
         self.flops.add("on_policy", generated)
         self.flops.add("sft" if pure_sft else "off_policy", expert_tokens)

@@ -88,6 +88,20 @@ def module(name):
     return [sys.executable, "-m", f"examples.sftrl_tiny.{name}"]
 
 
+def evaluation_command(args, seed, model, out):
+    """Held-out evaluation of one checkpoint, the same for every run of a comparison."""
+    return module("evaluate") + ["--data", os.path.join(args.out, "data"), "--temperature", "0.6",
+                                 "--samples", str(args.eval_samples), "--max-new-tokens", str(args.max_new_tokens),
+                                 "--seed", str(seed), "--model", model, "--out", out]
+
+
+def rl_round_flags(args, steps, lr, seed):
+    """The RL flags every run shares: P prompts x 8 rollouts per round, 2 mini-batches, the demo's lengths."""
+    return ["--steps", str(steps), "--prompts-per-step", str(args.grpo_prompts), "--num-generations", "8",
+            "--mini-batches", "2", "--lr", str(lr), "--max-completion-length", str(args.max_new_tokens),
+            "--seed", str(seed)]
+
+
 def pipeline(args, config, seed, port, threads, progress):
     """SFT -> evaluate -> GRPO -> evaluate for one configuration and seed; returns its record."""
     ds_config, patches_on = CONFIGS[config]
@@ -105,19 +119,13 @@ def pipeline(args, config, seed, port, threads, progress):
         os.path.join(folder, "sft.log"), env)
     steps["sft_s"] = time.time() - started
     progress.say(f"{config} seed {seed}: SFT done in {steps['sft_s']:.0f} s")
-    evaluation = module("evaluate") + ["--data", os.path.join(args.out, "data"), "--temperature", "0.6",
-                                       "--samples", str(args.eval_samples), "--max-new-tokens",
-                                       str(args.max_new_tokens), "--seed", str(seed)]
-    run(evaluation + ["--model", sft, "--out", os.path.join(folder, "eval_sft.json")],
+    run(evaluation_command(args, seed, sft, os.path.join(folder, "eval_sft.json")),
         os.path.join(folder, "eval_sft.log"), env)
     started = time.time()
-    run(module("grpo") + ["--model", sft, "--data", os.path.join(args.out, "data"), "--out", rl,
-                          "--steps", str(args.grpo_steps), "--prompts-per-step", str(args.grpo_prompts),
-                          "--num-generations", "8", "--mini-batches", "2", "--lr", str(args.grpo_lr),
-                          "--max-completion-length", str(args.max_new_tokens), "--seed", str(seed)],
-        os.path.join(folder, "grpo.log"), env)
+    run(module("grpo") + ["--model", sft, "--data", os.path.join(args.out, "data"), "--out", rl]
+        + rl_round_flags(args, args.grpo_steps, args.grpo_lr, seed), os.path.join(folder, "grpo.log"), env)
     steps["grpo_s"] = time.time() - started
-    run(evaluation + ["--model", rl, "--out", os.path.join(folder, "eval_rl.json")],
+    run(evaluation_command(args, seed, rl, os.path.join(folder, "eval_rl.json")),
         os.path.join(folder, "eval_rl.log"), env)
     record = report.load_run(folder, config, seed)
     record.update(steps)

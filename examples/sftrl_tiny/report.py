@@ -121,9 +121,15 @@ def plot(out, records):
     plt.close(figure)
 
 
-def write(out, records, meta):
+def save(out, records, meta, markdown_lines):
+    """results.json (the run's settings and every record) and results.md."""
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
         json.dump({**meta, "records": records}, handle, indent=1)
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(markdown_lines))
+
+
+def write(out, records, meta):
     settings = meta["settings"]
     text = ["# Tiny SFT-then-RL: DeepSpeed offload bug, on and off", "",
             f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
@@ -133,6 +139,5 @@ def write(out, records, meta):
             f"{settings['grpo_prompts']} prompts × 8 rollouts, lr {settings['grpo_lr']}. Evaluation: "
             f"{settings['test']} held-out problems, temperature 0.6, {settings['eval_samples']} answer(s) per problem.", "",
             "![SFT gradient norm and loss](sft_curves.png)", "", "![GRPO reward](rl_reward.png)", ""]
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
-        handle.write("\n".join(text))
+    save(out, records, meta, text)
     plot(out, records)
