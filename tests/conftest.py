@@ -70,7 +70,7 @@ def toylib(tmp_path):
 
 # ---- OpenRLHF releases, installed with --no-deps into .orl-releases/<version> by .ci/run ----------
 ORL_RELEASES = os.path.join(ROOT, ".orl-releases")
-SHIMS = os.path.join(ROOT, "tests", "shims")
+SHIMS = os.path.join(ROOT, "examples", "openrlhf_cpu", "stand_ins")  # import-only flash_attn / vllm
 ORL_AFFECTED = ("0.9.10", "0.10.3")   # the paper's release, and the last one with the window half of the bug
 ORL_FIXED = "0.10.4"
 ORL_OLD = "0.6.4"                     # GPTLMLoss era: affected, not patched

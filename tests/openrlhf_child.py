@@ -1,7 +1,7 @@
 """One optimizer step of OpenRLHF's own trainers, unpatched then patched, on two gloo ranks.
 
 Run under torch.distributed.run by tests/test_openrlhf.py, with an OpenRLHF release, a DeepSpeed
-release and tests/shims on PYTHONPATH. Real: SFTTrainer.fit / ActorPPOTrainer.ppo_train and
+release, the repository root and examples/openrlhf_cpu/stand_ins on PYTHONPATH. Real: SFTTrainer.fit / ActorPPOTrainer.ppo_train and
 training_step, SFTLoss / PolicyLoss, Actor over a tiny transformers Qwen2 model, DeepspeedStrategy
 with its ZeRO-2 DeepSpeed config, NaiveReplayBuffer, Experience. Test-only: the no-op torch.cuda calls below (CPU
 machine), SGD instead of Adam (see prepare()), and the ActorPPOTrainer is built with __new__ because its __init__ connects to vLLM.
@@ -21,14 +21,8 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
-# ---- CPU stand-ins for CUDA calls OpenRLHF makes (test-only, FACTS.md) -----------------------
-torch.cuda.set_device = lambda *a, **k: None
-torch.cuda.current_device = lambda: "cpu"
-torch.cuda.synchronize = lambda *a, **k: None
-torch.cuda.empty_cache = lambda *a, **k: None
-import torch.distributed.device_mesh as _mesh  # noqa: E402
-_init_device_mesh = _mesh.init_device_mesh
-_mesh.init_device_mesh = lambda device_type, *a, **k: _init_device_mesh("cpu", *a, **k)
+from examples.openrlhf_cpu import cuda  # noqa: E402 - CPU no-ops for OpenRLHF's CUDA calls (FACTS.md)
+cuda.install()
 
 import sftrl_patches  # noqa: E402,F401 - arms the hooks before OpenRLHF is imported
 

@@ -45,8 +45,7 @@ def parse_args(argv=None):
     for name, value in {**demo.DEFAULTS, **DEFAULTS, **((demo.SMOKE | SMOKE) if args.smoke else {})}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.parallel < 1:
-        parser.error("--parallel must be >= 1")
+    demo.check_settings(parser, args)
     return args
 
 
@@ -81,7 +80,7 @@ def sft_then_rl(args, name, seed, port, threads, progress, parameters, sft_token
 def mixed_policy(args, name, seed, port, threads, progress):
     folder = os.path.join(args.out, "runs", f"{name}-seed{seed}")
     os.makedirs(folder, exist_ok=True)
-    env = demo.child_env(threads, patches_on=True)
+    env = demo.child_env(threads)
     started = time.time()
     demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", name,
               "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"),

@@ -7,7 +7,7 @@ scripts; not checked against the hub from here):
      "reward_model": {"style": "rule", "ground_truth": answer}}
 
 so the loading code is the same for generated and real data. Difficulty: `operands` numbers of
-`digits` digits joined by +, - and ×; the solution does × first, then left to right, one step a line.
+`digits` digits joined by +, - and × (or a range of operand counts, for varied lengths); the solution does × first, then left to right, one step a line.
 
     python -m examples.sftrl_tiny.data --out data/tiny --train 4000 --test 200
 """
@@ -57,10 +57,13 @@ def make_row(numbers, ops):
             "reward_model": {"style": "rule", "ground_truth": str(value)}}
 
 
-def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS):
-    """(train rows, test rows): distinct problems, no problem in both splits."""
+def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS, max_operands=None):
+    """(train rows, test rows): distinct problems, no problem in both splits. With `max_operands`,
+    each problem draws its operand count from operands..max_operands, so solution lengths vary."""
     if train < 0 or test < 0 or operands < 1 or digits < 1:
         raise ValueError("train and test must be >= 0, operands and digits >= 1")
+    if max_operands is not None and max_operands < operands:
+        raise ValueError(f"max_operands ({max_operands}) must be >= operands ({operands})")
     operators = tuple(operators)
     if not operators or set(operators) - set(OPERATORS):
         raise ValueError(f"operators must be drawn from {''.join(OPERATORS)}, got {''.join(operators)!r}")
@@ -70,7 +73,8 @@ def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS):
                          f"allow about {capacity}; raise --digits or --operands")
     rng, seen, rows = random.Random(seed), set(), []
     while len(rows) < train + test:
-        numbers, ops = random_problem(rng, operands, digits, operators)
+        count = rng.randint(operands, max_operands) if max_operands is not None else operands
+        numbers, ops = random_problem(rng, count, digits, operators)
         key = (tuple(numbers), tuple(ops))
         if key not in seen:
             seen.add(key)
@@ -103,13 +107,15 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--operands", type=int, default=3)
+    parser.add_argument("--max-operands", type=int, default=None,
+                        help="draw each problem's operand count from --operands..this (varied lengths)")
     parser.add_argument("--digits", type=int, default=2)
     parser.add_argument("--operators", default="".join(OPERATORS), help="any of +, - and × (or x)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         train, test = generate(args.train, args.test, args.operands, args.digits, args.seed,
-                               args.operators.replace("x", "×"))
+                               args.operators.replace("x", "×"), args.max_operands)
     except ValueError as exc:
         parser.error(str(exc))
     write_jsonl(train, os.path.join(args.out, "train.jsonl"))

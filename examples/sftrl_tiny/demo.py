@@ -29,7 +29,7 @@ CONFIGS = {  # name: (DeepSpeed config, patches on)
     "fixed": ("zero2_offload.json", True),
     "reference": ("zero2.json", True),
 }
-DEFAULTS = dict(train=4000, test=200, operands=3, digits=1, pretrain_documents=96000, sft_lr=1e-3,
+DEFAULTS = dict(train=4000, test=200, operands=3, max_operands=0, digits=1, pretrain_documents=96000, sft_lr=1e-3,
                 grpo_steps=100, grpo_prompts=8, grpo_lr=5e-5, eval_samples=4, max_new_tokens=64)
 SMOKE = dict(train=64, test=16, pretrain_documents=640, grpo_steps=4, grpo_prompts=2, eval_samples=1)
 
@@ -49,9 +49,16 @@ def parse_args(argv=None):
     for name, value in {**DEFAULTS, **(SMOKE if args.smoke else {})}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    check_settings(parser, args)
+    return args
+
+
+def check_settings(parser, args):
+    """Errors in the settings every comparison shares, before anything is written."""
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
-    return args
+    if args.max_operands and args.max_operands < args.operands:
+        parser.error(f"--max-operands ({args.max_operands}) must be 0 or >= --operands ({args.operands})")
 
 
 class Progress:
@@ -74,13 +81,14 @@ def run(command, log_path, env=None):
         raise RuntimeError(f"{' '.join(command[:4])} ... failed (exit {result.returncode}); log {log_path}:\n{tail}")
 
 
-def child_env(threads, patches_on):
+def child_env(threads, disable=None):
+    """The environment of one training or evaluation step; `disable` is SFTRL_PATCHES_DISABLE's value."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "MASTER_ADDR": "127.0.0.1",
            "PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)}
     env.pop("SFTRL_PATCHES_DISABLE", None)
-    if not patches_on:
-        env["SFTRL_PATCHES_DISABLE"] = "1"
+    if disable:
+        env["SFTRL_PATCHES_DISABLE"] = disable
     return env
 
 
@@ -107,7 +115,7 @@ def pipeline(args, config, seed, port, threads, progress):
     ds_config, patches_on = CONFIGS[config]
     folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
     os.makedirs(folder, exist_ok=True)
-    env = child_env(threads, patches_on)
+    env = child_env(threads, disable=None if patches_on else "1")
     sft, rl = os.path.join(folder, "sft"), os.path.join(folder, "rl")
     steps = {}
     started = time.time()
@@ -138,7 +146,9 @@ def prepare(args, progress):
     """Data, tokenizer and the shared base model, made once for every run."""
     from transformers import AutoTokenizer
     from . import model, pretrain, tokenizer as tokenizer_module
-    train, test = data.generate(args.train, args.test, args.operands, args.digits, seed=1234)
+    # --max-operands 0: every problem has --operands operands
+    train, test = data.generate(args.train, args.test, args.operands, args.digits, seed=1234,
+                                max_operands=args.max_operands or None)
     data.write_jsonl(train, os.path.join(args.out, "data", "train.jsonl"))
     data.write_jsonl(test, os.path.join(args.out, "data", "test.jsonl"))
     tokenizer = tokenizer_module.train(train)
@@ -147,7 +157,8 @@ def prepare(args, progress):
     progress.say(f"data ({len(train)} train, {len(test)} test) and a {len(tokenizer)}-token tokenizer; pretraining "
                  f"the base model on {args.pretrain_documents} one-operation sums")
     base = model.build(tokenizer, seed=0)
-    documents = pretrain.corpus(args.pretrain_documents, seed=0, operands=args.operands, digits=args.digits)
+    documents = pretrain.corpus(args.pretrain_documents, seed=0, operands=max(args.operands, args.max_operands),
+                                digits=args.digits)
     pretrain.pretrain(base, tokenizer, documents, log=lambda line: progress.say(line))
     base.save_pretrained(os.path.join(args.out, "base"))
     tokenizer_module.save(tokenizer, os.path.join(args.out, "base"))

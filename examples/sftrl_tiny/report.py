@@ -9,34 +9,34 @@ PATCH = "deepspeed-offload-ga-drop"
 SMOOTH = 10  # steps per moving-average window in the plots
 
 
-def _jsonl(path):
+def read_jsonl(path):
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _json(path):
+def read_json(path):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def _patch_state(facts):
-    """The offload patch's state as the training process saw it."""
-    if PATCH in facts.get("patches", {}):
-        return facts["patches"][PATCH]
+def patch_state(facts, name=PATCH):
+    """A patch's state as the training process saw it."""
+    if name in facts.get("patches", {}):
+        return facts["patches"][name]
     if facts.get("SFTRL_PATCHES_DISABLE"):
         return f"off (SFTRL_PATCHES_DISABLE={facts['SFTRL_PATCHES_DISABLE']})"
     return "not imported"
 
 
 def load_run(folder, config, seed):
-    sft_steps = [row for row in _jsonl(os.path.join(folder, "sft", "metrics.jsonl")) if "loss" in row]
-    rl_steps = [row for row in _jsonl(os.path.join(folder, "rl", "metrics.jsonl")) if "reward" in row]
-    facts = _json(os.path.join(folder, "sft", "run.json"))
-    after_sft = _json(os.path.join(folder, "eval_sft.json"))["summary"]
+    sft_steps = [row for row in read_jsonl(os.path.join(folder, "sft", "metrics.jsonl")) if "loss" in row]
+    rl_steps = [row for row in read_jsonl(os.path.join(folder, "rl", "metrics.jsonl")) if "reward" in row]
+    facts = read_json(os.path.join(folder, "sft", "run.json"))
+    after_sft = read_json(os.path.join(folder, "eval_sft.json"))["summary"]
     return {"config": config, "seed": seed, "deepspeed": facts.get("deepspeed"),
-            "patch": _patch_state(facts),
+            "patch": patch_state(facts),
             "acc_sft": after_sft["accuracy"],
-            "acc_rl": _json(os.path.join(folder, "eval_rl.json"))["summary"]["accuracy"],
+            "acc_rl": read_json(os.path.join(folder, "eval_rl.json"))["summary"]["accuracy"],
             "eval_samples": after_sft["samples"],
             "sft_loss": [row["loss"] for row in sft_steps], "sft_grad_norm": [row["grad_norm"] for row in sft_steps],
             "rl_reward": [row["reward"] for row in rl_steps]}
@@ -49,7 +49,7 @@ def mean_std(values, scale=1.0, digits=1):
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def _tail_mean(series, fraction=0.1):
+def tail_mean(series, fraction=0.1):
     tail = series[-max(1, int(len(series) * fraction)):]
     return statistics.fmean(tail) if tail else float("nan")
 
@@ -67,12 +67,12 @@ def table(records):
         versions = ", ".join(sorted({str(r["deepspeed"]) for r in rows}))
         lines.append(f"| {config} | {versions} | {states} | {len(rows)} | {mean_std([r['acc_sft'] for r in rows], 100)} "
                      f"| {mean_std([r['acc_rl'] for r in rows], 100)} "
-                     f"| {mean_std([_tail_mean(r['sft_loss']) for r in rows], digits=3)} "
+                     f"| {mean_std([tail_mean(r['sft_loss']) for r in rows], digits=3)} "
                      f"| {statistics.fmean(statistics.fmean(r['sft_grad_norm']) for r in rows):.3f} |")
     return "\n".join(lines)
 
 
-def _smooth(series, window=SMOOTH):
+def smooth(series, window=SMOOTH):
     out, total = [], 0.0
     for index, value in enumerate(series):
         total += value
@@ -82,35 +82,46 @@ def _smooth(series, window=SMOOTH):
     return out
 
 
-def _mean_curve(rows, key):
+def mean_curve(rows, key):
     length = min(len(r[key]) for r in rows)
     return [statistics.fmean(r[key][i] for r in rows) for i in range(length)]
 
 
-def plot(out, records):
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    configs = list(dict.fromkeys(r["config"] for r in records))
-    colours = {"buggy": "tab:red", "fixed": "tab:blue", "reference": "tab:green"}
+    return plt
+
+
+def sft_curves(path, records, colours, dashed=()):
+    """Gradient norm and loss per SFT optimizer step, mean over seeds, one line per configuration."""
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for config in configs:
+    for config in dict.fromkeys(r["config"] for r in records):
         rows = [r for r in records if r["config"] == config]
         for axis, key, title in ((axes[0], "sft_grad_norm", "gradient norm"), (axes[1], "sft_loss", "training loss")):
-            axis.plot(_smooth(_mean_curve(rows, key)), label=config, color=colours.get(config),
-                      linestyle="--" if config == "reference" else "-")
+            axis.plot(smooth(mean_curve(rows, key)), label=config, color=colours.get(config),
+                      linestyle="--" if config in dashed else "-")
             axis.set_title(f"SFT {title} per optimizer step")
             axis.set_xlabel("optimizer step")
     axes[1].set_yscale("log")
     axes[0].legend()
     figure.suptitle(f"mean over seeds, moving average of {SMOOTH} steps")
     figure.tight_layout()
-    figure.savefig(os.path.join(out, "sft_curves.png"), dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot(out, records):
+    colours = {"buggy": "tab:red", "fixed": "tab:blue", "reference": "tab:green"}
+    sft_curves(os.path.join(out, "sft_curves.png"), records, colours, dashed=("reference",))
+    plt = pyplot()
+    configs = list(dict.fromkeys(r["config"] for r in records))
     figure, axis = plt.subplots(figsize=(6, 4))
     for config in configs:
         rows = [r for r in records if r["config"] == config]
-        axis.plot(_smooth(_mean_curve(rows, "rl_reward")), label=config, color=colours.get(config),
+        axis.plot(smooth(mean_curve(rows, "rl_reward")), label=config, color=colours.get(config),
                   linestyle="--" if config == "reference" else "-")
     axis.set_title(f"GRPO reward per generation round\n(mean over seeds, moving average of {SMOOTH})")
     axis.set_xlabel("generation round")

@@ -1,0 +1,153 @@
+"""The paper's Table 2 in miniature, on OpenRLHF's own SFT: OpenRLHF 0.9.10's train_sft with
+ZeRO-2, Adam offloaded to CPU, GA 8, micro-batch 1 (examples.sftrl_tiny.openrlhf_sft) on the
+tiny demo's data and base model, then evaluation on the held-out split, for four configurations
+x 3 seeds, set by which patches SFTRL_PATCHES_DISABLE switches off:
+
+    both-bugs      every patch off: as the published baselines ran
+    loss-fix       only OpenRLHF's loss-aggregation patch on (micro-batches still dropped)
+    optimizer-fix  only the DeepSpeed offload patches on (mean of per-micro-batch means)
+    both-fixes     every patch on
+
+Needs OpenRLHF importable (pip install --no-deps openrlhf==0.9.10, or its folder on PYTHONPATH)
+and an affected DeepSpeed (0.18.9 is the one 0.9.10 pins). Results go to --out: results.md,
+results.json, sft_curves.png.
+
+    python -m examples.sftrl_tiny.openrlhf_demo --out results/tiny-openrlhf
+"""
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import demo, report
+
+OPTIMIZER_PATCHES = ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward")
+LOSS_PATCH = "openrlhf-sft-loss-aggregation"
+CONFIGS = {  # name: SFTRL_PATCHES_DISABLE
+    "both-bugs": "1",
+    "loss-fix": ",".join(OPTIMIZER_PATCHES),
+    "optimizer-fix": LOSS_PATCH,
+    "both-fixes": None,
+}
+# The paper's Table 2 (Qwen2.5-Math-7B, OpenRLHF 0.9.10 + DeepSpeed 0.18.9, six-benchmark average).
+PAPER = {"both-bugs": "48.3 ± 0.8", "loss-fix": "49.1 ± 0.9", "optimizer-fix": "53.4 ± 0.4",
+         "both-fixes": "54.0 ± 0.2"}
+SETTINGS = ("train", "test", "operands", "max_operands", "digits", "pretrain_documents", "sft_lr", "eval_samples", "max_new_tokens")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", default="results/tiny-openrlhf", help="results folder (created)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (one CPU thread each)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps of everything (CI)")
+    for name in SETTINGS:
+        value = demo.DEFAULTS[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None, help=f"default {value}")
+    args = parser.parse_args(argv)
+    for name in SETTINGS:
+        if getattr(args, name) is None:
+            setattr(args, name, (demo.SMOKE if args.smoke else {}).get(name, demo.DEFAULTS[name]))
+    demo.check_settings(parser, args)
+    if importlib.util.find_spec("openrlhf") is None:
+        parser.error("OpenRLHF is not importable: pip install --no-deps openrlhf==0.9.10 (plus its pure-Python "
+                     "dependencies, see .ci/run), or put its folder on PYTHONPATH")
+    return args
+
+
+def load_run(folder, config, seed):
+    steps = report.read_jsonl(os.path.join(folder, "sft", "metrics.jsonl"))
+    facts = report.read_json(os.path.join(folder, "sft", "run.json"))
+    after_sft = report.read_json(os.path.join(folder, "eval_sft.json"))["summary"]
+    return {"config": config, "seed": seed, "openrlhf": facts.get("openrlhf"), "deepspeed": facts.get("deepspeed"),
+            "optimizer_patch": report.patch_state(facts, OPTIMIZER_PATCHES[0]),
+            "loss_patch": report.patch_state(facts, LOSS_PATCH),
+            "acc_sft": after_sft["accuracy"], "eval_samples": after_sft["samples"],
+            "sft_loss": [row["loss"] for row in steps], "sft_grad_norm": [row["grad_norm"] for row in steps]}
+
+
+def pipeline(args, config, seed, port, threads, progress):
+    """OpenRLHF SFT -> evaluate for one configuration and seed; returns its record."""
+    folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
+    os.makedirs(folder, exist_ok=True)
+    env = demo.child_env(threads, disable=CONFIGS[config])
+    env["MASTER_PORT"] = str(port)
+    sft = os.path.join(folder, "sft")
+    started = time.time()
+    demo.run(demo.module("openrlhf_sft") + [
+        "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
+        "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)],
+        os.path.join(folder, "sft.log"), env)
+    seconds = time.time() - started
+    demo.run(demo.evaluation_command(args, seed, sft, os.path.join(folder, "eval_sft.json")),
+             os.path.join(folder, "eval_sft.log"), env)
+    record = load_run(folder, config, seed)
+    record["sft_s"] = seconds
+    progress.say(f"{config} seed {seed}: accuracy {record['acc_sft']:.3f} after OpenRLHF SFT ({seconds:.0f} s)",
+                 finished=True)
+    return record
+
+
+def table(records):
+    k = records[0]["eval_samples"] if records else 1
+    metric = "pass@1" if k == 1 else f"avg@{k}"
+    lines = [f"| configuration | OpenRLHF | DeepSpeed | offload patch | loss patch | seeds | SFT {metric} (%) "
+             "| SFT loss, last 10% of steps | SFT grad norm, mean | paper, Table 2 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for config in dict.fromkeys(r["config"] for r in records):
+        rows = [r for r in records if r["config"] == config]
+
+        def joined(key):
+            return ", ".join(sorted({str(r[key]) for r in rows}))
+        lines.append(f"| {config} | {joined('openrlhf')} | {joined('deepspeed')} | {joined('optimizer_patch')} "
+                     f"| {joined('loss_patch')} | {len(rows)} | {report.mean_std([r['acc_sft'] for r in rows], 100)} "
+                     f"| {report.mean_std([report.tail_mean(r['sft_loss']) for r in rows], digits=3)} "
+                     f"| {report.mean_std([sum(r['sft_grad_norm']) / len(r['sft_grad_norm']) for r in rows], digits=3)} "
+                     f"| {PAPER[config]} |")
+    return "\n".join(lines)
+
+
+def write(out, records, meta):
+    settings = meta["settings"]
+    text = ["# Tiny SFT on OpenRLHF: both bugs, each fix, both fixes", "",
+            f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
+            table(records), "",
+            f"SFT: OpenRLHF's own `openrlhf.cli.train_sft` (LUFFY's baseline flags scaled down: ZeRO-2, Adam "
+            f"offload, bf16, batch 8 = GA 8 × micro-batch 1, cosine with min lr, lr {settings['sft_lr']}), 1 epoch "
+            f"of {settings['train']} problems, one process on the CPU. Evaluation: {settings['test']} held-out "
+            f"problems, temperature 0.6, {settings['eval_samples']} answer(s) per problem. The paper's column is "
+            "Qwen2.5-Math-7B on six benchmarks, for orientation only.", "",
+            "![SFT gradient norm and loss](sft_curves.png)", ""]
+    report.save(out, records, meta, text)
+    colours = {"both-bugs": "tab:red", "loss-fix": "tab:orange", "optimizer-fix": "tab:purple",
+               "both-fixes": "tab:blue"}
+    report.sft_curves(os.path.join(out, "sft_curves.png"), records, colours)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    jobs = [(config, seed) for seed in args.seeds for config in args.configs]
+    progress = demo.Progress(len(jobs))
+    started = time.time()
+    demo.prepare(args, progress)
+    lanes = min(args.parallel, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // lanes)
+    with ThreadPoolExecutor(lanes) as pool:
+        futures = [pool.submit(pipeline, args, config, seed, 29700 + index, threads, progress)
+                   for index, (config, seed) in enumerate(jobs)]
+        records = [future.result() for future in futures]
+    wall = time.time() - started
+    command = "python -m examples.sftrl_tiny.openrlhf_demo " + " ".join(argv if argv is not None else sys.argv[1:])
+    write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args)})
+    print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
+    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

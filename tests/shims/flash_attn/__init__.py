@@ -1,1 +1,0 @@
-"""Test double: flash-attn is CUDA-only. OpenRLHF imports these names at module level."""
