@@ -3,6 +3,8 @@
 # the release OpenRLHF 0.9.10 pins), TRL and this package; then the doctor, and the tiny
 # SFT-then-RL demo (buggy / fixed / no-offload reference x 3 seeds, about 15 minutes on 2 cores).
 # Usage: bash examples/demo.sh [results folder] [extra demo flags, e.g. --seeds 0]
+# SFTRL_DEMO_OPENRLHF=1 adds the loss-aggregation half: OpenRLHF 0.9.10's own SFT in the four patch
+# configurations of the paper's Table 2 (about 10 more minutes), results in "<results folder>-openrlhf".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-results/tiny}"
@@ -24,3 +26,12 @@ sftrl-doctor || true
 echo
 echo "== tiny SFT-then-RL demo -> $OUT"
 python -m examples.sftrl_tiny.demo --out "$OUT" "$@"
+
+if [ "${SFTRL_DEMO_OPENRLHF:-0}" = "1" ]; then
+    # OpenRLHF cannot pip install on a CPU (flash-attn, vLLM): --no-deps, plus what its SFT path imports.
+    python -m pip install -q --no-deps "openrlhf==0.9.10"
+    python -m pip install -q -c .ci/constraints.txt peft torchdata pillow pylatexenc
+    echo
+    echo "== the loss-aggregation half on OpenRLHF's own SFT -> ${OUT}-openrlhf"
+    python -m examples.sftrl_tiny.openrlhf_demo --out "${OUT}-openrlhf" "$@"
+fi

@@ -45,6 +45,31 @@ def test_rows_have_the_openr1_schema():
     assert row["target"][0]["role"] == "assistant" and row["reward_model"]["style"] == "rule"
 
 
+def test_a_range_of_operand_counts_varies_the_solution_length():
+    train, test = data.generate(400, 50, operands=2, digits=1, seed=5, max_operands=6)
+    counts = [len(data.question(row).split()) // 2 for row in train + test]   # "Compute 7 + 1 × 0." -> 3
+    assert set(counts) == {2, 3, 4, 5, 6}
+    lengths = {count: len(data.expert_solution(row)) for count, row in zip(counts, train)}
+    assert lengths[6] > 1.5 * lengths[2]
+    for row in train + test:
+        assert int(data.ground_truth(row)) == _python_value(row), row
+    # without the range, the stream of problems is what it was (committed results depend on it)
+    assert data.generate(50, 0, operands=3, digits=1, seed=5) == data.generate(50, 0, operands=3, digits=1, seed=5,
+                                                                              max_operands=None)
+    # 2..6 operands hold far more distinct problems than 2 alone
+    assert len(data.generate(1000, 0, operands=2, digits=1, max_operands=6)[0]) == 1000
+    with pytest.raises(ValueError, match="max_operands"):
+        data.generate(10, 0, operands=3, max_operands=2)
+
+
+def test_accuracy_is_split_by_operand_count():
+    from examples.sftrl_tiny.openrlhf_demo import accuracy_by_operands
+    details = [{"question": "Compute 7 + 1.", "scores": [1.0, 0.0]},
+               {"question": "Compute 7 + 1 × 10.", "scores": [0.0, 0.0]},
+               {"question": "Compute 3 - 4.", "scores": [1.0, 1.0]}]
+    assert accuracy_by_operands(details) == {"2": 0.75, "3": 0.0}
+
+
 def test_bad_sizes_are_refused_with_a_clear_message(tmp_path):
     with pytest.raises(ValueError, match="distinct problems"):
         data.generate(100, 0, operands=1, digits=1)
@@ -102,3 +127,10 @@ def test_benchmark_rows_with_problem_and_answer_load_like_training_rows(tmp_path
     row = load_rows(str(path), "test", limit=1)[0]
     assert row["prompt"][-1] == {"role": "user", "content": "What is 1+1?"}
     assert reward.score("so \\boxed{2}", row["reward_model"]["ground_truth"]) == 1.0
+
+
+def test_demo_refuses_an_operand_range_that_ends_below_its_start(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "examples.sftrl_tiny.demo", "--operands", "3", "--max-operands", "2",
+                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--max-operands (2) must be 0 or >= --operands (3)" in proc.stderr
+    assert not (tmp_path / "out").exists()

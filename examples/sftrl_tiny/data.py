@@ -67,7 +67,8 @@ def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS, max
     operators = tuple(operators)
     if not operators or set(operators) - set(OPERATORS):
         raise ValueError(f"operators must be drawn from {''.join(OPERATORS)}, got {''.join(operators)!r}")
-    capacity = (10 ** digits) ** operands * len(operators) ** (operands - 1)
+    capacity = sum((10 ** digits) ** count * len(operators) ** (count - 1)
+                   for count in range(operands, (max_operands or operands) + 1))
     if train + test > capacity // 2:
         raise ValueError(f"{train + test} distinct problems asked, but operands={operands}, digits={digits} "
                          f"allow about {capacity}; raise --digits or --operands")

@@ -17,6 +17,7 @@ results.json, sft_curves.png.
 import argparse
 import importlib.util
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,11 +60,22 @@ def parse_args(argv=None):
     return args
 
 
+def accuracy_by_operands(details):
+    """{operand count: mean score} over the evaluated problems ("Compute 7 + 1 × 0." has 3)."""
+    scores = {}
+    for problem in details:
+        count = len(re.findall(r"\d+", problem["question"]))
+        scores.setdefault(count, []).extend(problem["scores"])
+    return {str(count): sum(values) / len(values) for count, values in sorted(scores.items())}
+
+
 def load_run(folder, config, seed):
     steps = report.read_jsonl(os.path.join(folder, "sft", "metrics.jsonl"))
     facts = report.read_json(os.path.join(folder, "sft", "run.json"))
-    after_sft = report.read_json(os.path.join(folder, "eval_sft.json"))["summary"]
-    return {"config": config, "seed": seed, "openrlhf": facts.get("openrlhf"), "deepspeed": facts.get("deepspeed"),
+    evaluation = report.read_json(os.path.join(folder, "eval_sft.json"))
+    after_sft = evaluation["summary"]
+    return {"by_operands": accuracy_by_operands(evaluation["details"]),
+            "config": config, "seed": seed, "openrlhf": facts.get("openrlhf"), "deepspeed": facts.get("deepspeed"),
             "optimizer_patch": report.patch_state(facts, OPTIMIZER_PATCHES[0]),
             "loss_patch": report.patch_state(facts, LOSS_PATCH),
             "acc_sft": after_sft["accuracy"], "eval_samples": after_sft["samples"],
@@ -108,17 +120,28 @@ def table(records):
                      f"| {report.mean_std([report.tail_mean(r['sft_loss']) for r in rows], digits=3)} "
                      f"| {report.mean_std([sum(r['sft_grad_norm']) / len(r['sft_grad_norm']) for r in rows], digits=3)} "
                      f"| {PAPER[config]} |")
+    counts = sorted({count for r in records for count in r["by_operands"]}, key=int)
+    if len(counts) > 1:  # varied lengths: where the accuracy comes from
+        lines += ["", f"| configuration | {' | '.join(f'{c} operands' for c in counts)} |",
+                  "|---|" + "---|" * len(counts)]
+        for config in dict.fromkeys(r["config"] for r in records):
+            rows = [r for r in records if r["config"] == config]
+            lines.append(f"| {config} | " + " | ".join(
+                report.mean_std([r["by_operands"][c] for r in rows if c in r["by_operands"]], 100)
+                for c in counts) + " |")
     return "\n".join(lines)
 
 
 def write(out, records, meta):
     settings = meta["settings"]
+    operands = str(settings["operands"]) + (f"–{settings['max_operands']}" if settings.get("max_operands") else "")
     text = ["# Tiny SFT on OpenRLHF: both bugs, each fix, both fixes", "",
             f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
             table(records), "",
             f"SFT: OpenRLHF's own `openrlhf.cli.train_sft` (LUFFY's baseline flags scaled down: ZeRO-2, Adam "
             f"offload, bf16, batch 8 = GA 8 × micro-batch 1, cosine with min lr, lr {settings['sft_lr']}), 1 epoch "
-            f"of {settings['train']} problems, one process on the CPU. Evaluation: {settings['test']} held-out "
+            f"of {settings['train']} problems with {operands} operands of {settings['digits']} digit(s), "
+            f"one process on the CPU. Evaluation: {settings['test']} held-out "
             f"problems, temperature 0.6, {settings['eval_samples']} answer(s) per problem. The paper's column is "
             "Qwen2.5-Math-7B on six benchmarks, for orientation only.", "",
             "![SFT gradient norm and loss](sft_curves.png)", ""]
