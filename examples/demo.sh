@@ -28,7 +28,8 @@ echo "== tiny SFT-then-RL demo -> $OUT"
 python -m examples.sftrl_tiny.demo --out "$OUT" "$@"
 
 if [ "${SFTRL_DEMO_OPENRLHF:-0}" = "1" ]; then
-    # OpenRLHF cannot pip install on a CPU (flash-attn, vLLM): --no-deps, plus what its SFT path imports.
+    # OpenRLHF cannot pip install on a CPU (flash-attn, vLLM): --no-deps, plus what its SFT path imports
+    # (pip then lists the GPU-side requirements it left out; expected).
     python -m pip install -q --no-deps "openrlhf==0.9.10"
     python -m pip install -q -c .ci/constraints.txt peft torchdata pillow pylatexenc
     echo
