@@ -7,7 +7,8 @@ scripts; not checked against the hub from here):
      "reward_model": {"style": "rule", "ground_truth": answer}}
 
 so the loading code is the same for generated and real data. Difficulty: `operands` numbers of
-`digits` digits joined by +, - and × (or a range of operand counts, for varied lengths); the solution does × first, then left to right, one step a line.
+`digits` digits joined by +, - and × (or a range of operand counts, for varied lengths); the
+solution does × first, then left to right, one step a line.
 
     python -m examples.sftrl_tiny.data --out data/tiny --train 4000 --test 200
 """

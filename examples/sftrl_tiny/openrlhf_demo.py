@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import os
 import re
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,8 @@ CONFIGS = {  # name: SFTRL_PATCHES_DISABLE
 # The paper's Table 2 (Qwen2.5-Math-7B, OpenRLHF 0.9.10 + DeepSpeed 0.18.9, six-benchmark average).
 PAPER = {"both-bugs": "48.3 ± 0.8", "loss-fix": "49.1 ± 0.9", "optimizer-fix": "53.4 ± 0.4",
          "both-fixes": "54.0 ± 0.2"}
-SETTINGS = ("train", "test", "operands", "max_operands", "digits", "pretrain_documents", "sft_lr", "eval_samples", "max_new_tokens")
+SETTINGS = ("train", "test", "operands", "max_operands", "digits", "pretrain_documents", "sft_lr", "eval_samples",
+            "max_new_tokens")
 
 
 def parse_args(argv=None):
@@ -74,12 +76,12 @@ def load_run(folder, config, seed):
     facts = report.read_json(os.path.join(folder, "sft", "run.json"))
     evaluation = report.read_json(os.path.join(folder, "eval_sft.json"))
     after_sft = evaluation["summary"]
-    return {"by_operands": accuracy_by_operands(evaluation["details"]),
-            "config": config, "seed": seed, "openrlhf": facts.get("openrlhf"), "deepspeed": facts.get("deepspeed"),
+    return {"config": config, "seed": seed, "openrlhf": facts.get("openrlhf"), "deepspeed": facts.get("deepspeed"),
             "optimizer_patch": report.patch_state(facts, OPTIMIZER_PATCHES[0]),
             "loss_patch": report.patch_state(facts, LOSS_PATCH),
             "acc_sft": after_sft["accuracy"], "eval_samples": after_sft["samples"],
-            "sft_loss": [row["loss"] for row in steps], "sft_grad_norm": [row["grad_norm"] for row in steps]}
+            "sft_loss": [row["loss"] for row in steps], "sft_grad_norm": [row["grad_norm"] for row in steps],
+            "by_operands": accuracy_by_operands(evaluation["details"])}
 
 
 def pipeline(args, config, seed, port, threads, progress):
@@ -118,7 +120,7 @@ def table(records):
         lines.append(f"| {config} | {joined('openrlhf')} | {joined('deepspeed')} | {joined('optimizer_patch')} "
                      f"| {joined('loss_patch')} | {len(rows)} | {report.mean_std([r['acc_sft'] for r in rows], 100)} "
                      f"| {report.mean_std([report.tail_mean(r['sft_loss']) for r in rows], digits=3)} "
-                     f"| {report.mean_std([sum(r['sft_grad_norm']) / len(r['sft_grad_norm']) for r in rows], digits=3)} "
+                     f"| {report.mean_std([statistics.fmean(r['sft_grad_norm']) for r in rows], digits=3)} "
                      f"| {PAPER[config]} |")
     counts = sorted({count for r in records for count in r["by_operands"]}, key=int)
     if len(counts) > 1:  # varied lengths: where the accuracy comes from
