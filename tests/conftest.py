@@ -35,6 +35,19 @@ def require_release(version):
     pytest.skip(message)
 
 
+def run_smoke(module, env, out, *flags):
+    """`python -m MODULE --smoke --seeds 0 FLAGS --out OUT` from the repository root, the repository on
+    PYTHONPATH; returns (stdout, results.json, its records by configuration)."""
+    env = dict(env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-m", module, "--smoke", "--seeds", "0", *flags, "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    return proc.stdout, results, {record["config"]: record for record in results["records"]}
+
+
 def run_python(code, env=None, extra_path=(), check=True):
     """Run code in a fresh interpreter; returns the CompletedProcess."""
     env = dict(os.environ if env is None else env)

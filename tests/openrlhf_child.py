@@ -1,14 +1,12 @@
 """One optimizer step of OpenRLHF's own trainers, unpatched then patched, on two gloo ranks.
 
 Run under torch.distributed.run by tests/test_openrlhf.py, with an OpenRLHF release, a DeepSpeed
-release, the repository root and examples/openrlhf_cpu/stand_ins on PYTHONPATH. Real: SFTTrainer.fit / ActorPPOTrainer.ppo_train and
-training_step, SFTLoss / PolicyLoss, Actor over a tiny transformers Qwen2 model, DeepspeedStrategy
-with its ZeRO-2 DeepSpeed config, NaiveReplayBuffer, Experience. Test-only: the no-op torch.cuda calls below (CPU
-machine), SGD instead of Adam (see prepare()), and the ActorPPOTrainer is built with __new__ because its __init__ connects to vLLM.
-
-Each rank's micro-batches have very different numbers of loss tokens. The update of one SGD step
-(lr 1, no clipping) is compared with the gradient of the token mean over every loss token of the
-step on every rank, computed in plain torch through the same Actor forward.
+release, the repository root and examples/openrlhf_cpu/stand_ins on PYTHONPATH. Real:
+SFTTrainer.fit / ActorPPOTrainer.ppo_train and training_step, SFTLoss / PolicyLoss, Actor over a
+tiny transformers Qwen2 model, DeepspeedStrategy with its ZeRO-2 DeepSpeed config,
+NaiveReplayBuffer, Experience. Not OpenRLHF's: the torch.cuda no-ops of examples/openrlhf_cpu
+(CPU machine), SGD instead of Adam (see prepare()), and the ActorPPOTrainer is built with __new__
+because its __init__ connects to vLLM.
 """
 import argparse
 import copy

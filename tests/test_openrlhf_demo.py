@@ -10,22 +10,16 @@ import sys
 
 import pytest
 
-from conftest import AFFECTED, ROOT, require_openrlhf
+from conftest import AFFECTED, ROOT, require_openrlhf, run_smoke
 
 sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    env = require_openrlhf("0.9.10", deepspeed=AFFECTED)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     out = tmp_path_factory.mktemp("tiny_openrlhf") / "results"
-    proc = subprocess.run([sys.executable, "-m", "examples.sftrl_tiny.openrlhf_demo", "--smoke", "--seeds", "0",
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out / "results.json", encoding="utf-8") as handle:
-        results = json.load(handle)
-    return out, {r["config"]: r for r in results["records"]}
+    _, _, records = run_smoke("examples.sftrl_tiny.openrlhf_demo", require_openrlhf("0.9.10", deepspeed=AFFECTED), out)
+    return out, records
 
 
 def test_every_configuration_ran_openrlhf_and_the_results_folder_is_complete(smoke):

@@ -2,29 +2,19 @@
 SFTTrainer under `accelerate launch` with DeepSpeed 0.18.9 ZeRO-2 on the CPU accelerator, TRL's
 GRPOTrainer, generation and Math-Verify grading. The patches reach the SFT rank through autoload
 only (nothing in the demo imports them), and `buggy` switches them off."""
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import AFFECTED, ROOT, require_release
+from conftest import AFFECTED, require_release, run_smoke
 
 pytest.importorskip("trl")
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    env = require_release(AFFECTED)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     out = tmp_path_factory.mktemp("tiny") / "results"
-    proc = subprocess.run([sys.executable, "-m", "examples.sftrl_tiny.demo", "--smoke", "--seeds", "0",
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out / "results.json", encoding="utf-8") as handle:
-        results = json.load(handle)
-    return out, {r["config"]: r for r in results["records"]}, proc.stdout
+    stdout, _, records = run_smoke("examples.sftrl_tiny.demo", require_release(AFFECTED), out)
+    return out, records, stdout
 
 
 def test_every_stage_ran_and_the_results_folder_is_complete(smoke):

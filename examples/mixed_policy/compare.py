@@ -12,12 +12,10 @@ seeds, FLOPs), results.json and accuracy_vs_flops.png to --out.
 
     python -m examples.mixed_policy.compare --out examples/mixed_policy/results
 """
-import argparse
 import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from examples.sftrl_tiny import data, demo
 from examples.sftrl_tiny.loading import load_rows
@@ -32,21 +30,8 @@ SMOKE = dict(method_steps=4)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--out", default="results/mixed_policy", help="results folder (created)")
-    parser.add_argument("--configs", nargs="+", choices=list(BASELINES) + MIXED, default=list(BASELINES) + MIXED)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--parallel", type=int, default=2, help="runs at once (one CPU thread each)")
-    parser.add_argument("--smoke", action="store_true", help="a few steps of everything (CI)")
-    for name, value in {**demo.DEFAULTS, **DEFAULTS}.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None, help=f"default {value}")
-    args = parser.parse_args(argv)
-    for name, value in {**demo.DEFAULTS, **DEFAULTS, **((demo.SMOKE | SMOKE) if args.smoke else {})}.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    demo.check_settings(parser, args)
-    return args
+    return demo.parse_comparison_args(argv, __doc__, "results/mixed_policy", list(BASELINES) + MIXED,
+                                      {**demo.DEFAULTS, **DEFAULTS}, demo.SMOKE | SMOKE)[1]
 
 
 def response_tokens(data_folder, tokenizer_folder):
@@ -99,35 +84,24 @@ def mixed_policy(args, name, seed, port, threads, progress):
             "tokens": counted["tokens"], "seconds": seconds}
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    jobs = [(config, seed) for seed in args.seeds for config in args.configs]
-    progress = demo.Progress(len(jobs))
-    started = time.time()
-    demo.prepare(args, progress)
+def runner(args):
+    """Made once the base model exists: its parameter count and one SFT epoch's tokens count the FLOPs."""
     from transformers import AutoModelForCausalLM
     parameters = flops_module.parameter_count(AutoModelForCausalLM.from_pretrained(os.path.join(args.out, "base")))
     sft_tokens = response_tokens(os.path.join(args.out, "data"), os.path.join(args.out, "base"))
-    lanes = min(args.parallel, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // lanes)
-    with ThreadPoolExecutor(lanes) as pool:
-        futures = []
-        for index, (config, seed) in enumerate(jobs):
-            if config in BASELINES:
-                futures.append(pool.submit(sft_then_rl, args, config, seed, 29700 + index, threads, progress,
-                                           parameters, sft_tokens))
-            else:
-                futures.append(pool.submit(mixed_policy, args, config, seed, 29700 + index, threads, progress))
-        records = [future.result() for future in futures]
-    wall = time.time() - started
-    command = "python -m examples.mixed_policy.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def run_one(config, seed, port, threads, progress):
+        if config in BASELINES:
+            return sft_then_rl(args, config, seed, port, threads, progress, parameters, sft_tokens)
+        return mixed_policy(args, config, seed, port, threads, progress)
+    return run_one, {"parameters": parameters, "sft_tokens_per_epoch": sft_tokens}
+
+
+def main(argv=None):
     from . import report
-    report.write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args),
-                                     "parameters": parameters, "sft_tokens_per_epoch": sft_tokens})
-    print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
-    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
-    return 0
+    args = parse_args(argv)
+    return demo.run_comparison(args, argv, "examples.mixed_policy.compare", lambda: runner(args), report.write,
+                               first_port=29700)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ inside each training process. Results go to --out: results.md, results.json, plo
     python -m examples.sftrl_tiny.demo --out results/tiny
 """
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -34,23 +35,30 @@ DEFAULTS = dict(train=4000, test=200, operands=3, max_operands=0, digits=1, pret
 SMOKE = dict(train=64, test=16, pretrain_documents=640, grpo_steps=4, grpo_prompts=2, eval_samples=1)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--out", default="results/tiny", help="results folder (created)")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+def parse_comparison_args(argv, doc, out, configs, defaults, smoke):
+    """The flags every tiny comparison takes: --out, --configs, --seeds, --parallel, --smoke, and one
+    flag per setting in `defaults` (with --smoke, `smoke`'s value where it has one). The settings
+    are checked before anything is written. Returns (parser, args)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    parser.add_argument("--out", default=out, help="results folder (created)")
+    parser.add_argument("--configs", nargs="+", choices=configs, default=configs)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (one CPU thread each)")
     parser.add_argument("--smoke", action="store_true", help="a few steps of everything (CI)")
-    for name, value in DEFAULTS.items():
+    for name, value in defaults.items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
                             help=f"default {value}")
     args = parser.parse_args(argv)
-    for name, value in {**DEFAULTS, **(SMOKE if args.smoke else {})}.items():
+    for name, value in defaults.items():
         if getattr(args, name) is None:
-            setattr(args, name, value)
+            setattr(args, name, smoke.get(name, value) if args.smoke else value)
     check_settings(parser, args)
-    return args
+    return parser, args
+
+
+def parse_args(argv=None):
+    return parse_comparison_args(argv, __doc__, "results/tiny", list(CONFIGS), DEFAULTS, SMOKE)[1]
 
 
 def check_settings(parser, args):
@@ -164,25 +172,34 @@ def prepare(args, progress):
     tokenizer_module.save(tokenizer, os.path.join(args.out, "base"))
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run_comparison(args, argv, module_name, make_runner, write, first_port):
+    """One tiny comparison from start to end: the data and base model made once in --out, then
+    `make_runner()` -> (run_one, extra meta); run_one(config, seed, port, threads, progress) for every
+    configuration x seed, --parallel at a time; write(out, records, meta); results.md printed."""
     os.makedirs(args.out, exist_ok=True)
     jobs = [(config, seed) for seed in args.seeds for config in args.configs]
     progress = Progress(len(jobs))
     started = time.time()
     prepare(args, progress)
+    run_one, extra_meta = make_runner()
     lanes = min(args.parallel, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // lanes)
     with ThreadPoolExecutor(lanes) as pool:
-        futures = [pool.submit(pipeline, args, config, seed, 29600 + index, threads, progress)
+        futures = [pool.submit(run_one, config, seed, first_port + index, threads, progress)
                    for index, (config, seed) in enumerate(jobs)]
         records = [future.result() for future in futures]
     wall = time.time() - started
-    command = "python -m examples.sftrl_tiny.demo " + " ".join(argv if argv is not None else sys.argv[1:])
-    report.write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args)})
+    command = f"python -m {module_name} " + " ".join(argv if argv is not None else sys.argv[1:])
+    write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args), **extra_meta})
     print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
     print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
     return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return run_comparison(args, argv, "examples.sftrl_tiny.demo", lambda: (functools.partial(pipeline, args), {}),
+                          report.write, first_port=29600)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,12 @@ results.json, sft_curves.png.
 
     python -m examples.sftrl_tiny.openrlhf_demo --out results/tiny-openrlhf
 """
-import argparse
+import functools
 import importlib.util
 import os
 import re
 import statistics
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from . import demo, report
 
@@ -41,21 +39,8 @@ SETTINGS = ("train", "test", "operands", "max_operands", "digits", "pretrain_doc
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--out", default="results/tiny-openrlhf", help="results folder (created)")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--parallel", type=int, default=2, help="runs at once (one CPU thread each)")
-    parser.add_argument("--smoke", action="store_true", help="a few steps of everything (CI)")
-    for name in SETTINGS:
-        value = demo.DEFAULTS[name]
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None, help=f"default {value}")
-    args = parser.parse_args(argv)
-    for name in SETTINGS:
-        if getattr(args, name) is None:
-            setattr(args, name, (demo.SMOKE if args.smoke else {}).get(name, demo.DEFAULTS[name]))
-    demo.check_settings(parser, args)
+    parser, args = demo.parse_comparison_args(argv, __doc__, "results/tiny-openrlhf", list(CONFIGS),
+                                              {name: demo.DEFAULTS[name] for name in SETTINGS}, demo.SMOKE)
     if importlib.util.find_spec("openrlhf") is None:
         parser.error("OpenRLHF is not importable: pip install --no-deps openrlhf==0.9.10 (plus its pure-Python "
                      "dependencies, see .ci/run), or put its folder on PYTHONPATH")
@@ -155,23 +140,8 @@ def write(out, records, meta):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    jobs = [(config, seed) for seed in args.seeds for config in args.configs]
-    progress = demo.Progress(len(jobs))
-    started = time.time()
-    demo.prepare(args, progress)
-    lanes = min(args.parallel, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // lanes)
-    with ThreadPoolExecutor(lanes) as pool:
-        futures = [pool.submit(pipeline, args, config, seed, 29700 + index, threads, progress)
-                   for index, (config, seed) in enumerate(jobs)]
-        records = [future.result() for future in futures]
-    wall = time.time() - started
-    command = "python -m examples.sftrl_tiny.openrlhf_demo " + " ".join(argv if argv is not None else sys.argv[1:])
-    write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args)})
-    print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
-    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
-    return 0
+    return demo.run_comparison(args, argv, "examples.sftrl_tiny.openrlhf_demo",
+                               lambda: (functools.partial(pipeline, args), {}), write, first_port=29700)
 
 
 if __name__ == "__main__":
