@@ -111,17 +111,34 @@ def test_two_ranks_over_gloo():
         _assert_exact(patched[label])
 
 
-def test_issue_7718_window_measured_and_reported():
+CASES_7718 = [{"label": f"Z2 no offload GA{ga}", "stage": 2, "ga": ga, "offload": False, "steps": 3}
+              for ga in (2, 4, 8)]
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_issue_7718_only_last_micro_batch_unpatched_exact_patched(nprocs):
     env = require_release(WINDOW_7718)
-    case = [{"label": "Z2 no offload GA4", "stage": 2, "ga": 4, "offload": False, "steps": 1}]
-    for patched in (False, True):  # no patch exists: both runs are wrong
-        result = run_child(case, patched=patched, env=env)["results"][0]
-        assert result["max_param_diff"] > 1e-3, result
+    unpatched = _by_label(run_child(CASES_7718, patched=False, nprocs=nprocs, env=env))
+    patched_run = run_child(CASES_7718, patched=True, nprocs=nprocs, env=env)
+    assert patched_run["patches"]["deepspeed-zero2-ga-7718"] == "patched"
+    patched = _by_label(patched_run)
+    for ga in (2, 4, 8):
+        label = f"Z2 no offload GA{ga}"
+        # every step, on every rank: only the last micro-batch reaches the optimizer
+        for step in unpatched[label]["steps"]:
+            assert [round(w) for w in step["weights"]] == ([0] * (ga - 1) + [1]) * nprocs, step
+            assert step["max_param_diff"] > 1e-2
+        assert len(patched[label]["steps"]) == 3
+        for step in patched[label]["steps"]:
+            _assert_exact(step)
+
+
+def test_issue_7718_doctor_row_on_the_window():
+    env = require_release(WINDOW_7718)
     proc = run_python("import sftrl_patches.doctor.cli as c, sys; sys.exit(c.main(['--json']))", env=env, check=False)
-    assert proc.returncode == 1
     rows = {f["check"]: f for f in json.loads(proc.stdout)["findings"]}
-    assert rows["deepspeed-zero2-ga-7718"]["state"] == "affected-no-patch"
-    assert "0.18.3" in rows["deepspeed-zero2-ga-7718"]["remediation"]
+    assert rows["deepspeed-zero2-ga-7718"]["state"] == "patchable"
+    assert rows["deepspeed-zero2-ga-7718"]["fingerprint_known"] is True
 
 
 def test_static_and_live_fingerprints_agree():

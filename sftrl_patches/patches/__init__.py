@@ -1,5 +1,7 @@
 """Every known bug, in the order patches are applied."""
-from .deepspeed_offload import PATCHES as _DEEPSPEED
+from .deepspeed_offload import PATCHES as _DEEPSPEED_OFFLOAD
+from .deepspeed_zero2_ga import PATCHES as _DEEPSPEED_ZERO2_GA
+from .deepspeed_manual_accumulation import PATCHES as _DEEPSPEED_MANUAL
 from .openrlhf_loss import PATCHES as _OPENRLHF
 
-ALL = _DEEPSPEED + _OPENRLHF
+ALL = _DEEPSPEED_OFFLOAD + _DEEPSPEED_ZERO2_GA + _DEEPSPEED_MANUAL + _OPENRLHF

@@ -109,20 +109,4 @@ OFFLOAD_MULTI_BACKWARD = Patch(
     requires=("deepspeed-offload-ga-drop",),
 )
 
-ZERO2_GA_NORM = Patch(
-    name="deepspeed-zero2-ga-7718",
-    title="ZeRO-2 without offload + gradient accumulation: wrong gradients (DeepSpeed issue #7718)",
-    distribution="deepspeed",
-    affected=VersionRange("0.17.6", "0.18.3"),
-    fixed_in="0.18.3",
-    conditions="ZeRO stage 2, no optimizer offload, gradient_accumulation_steps > 1",
-    links=("https://github.com/deepspeedai/DeepSpeed/issues/7718",
-           "https://github.com/huggingface/trl/issues/4540"),
-    remediation="Upgrade to deepspeed>=0.18.3 (or pin <=0.17.5). Under OpenRLHF 0.8.11-0.9.0, which pin a "
-                "release in this window, install deepspeed>=0.18.3 over its exact pin.",
-    no_patch_reason="no patch: the upstream fix (0.18.3) rewrites how the engine and the ZeRO optimizer hook "
-                    "into backward (gradient-accumulation post hooks counted per backward, across engine.py "
-                    "and stage_1_and_2.py), not one missing step a wrapper could add safely",
-)
-
-PATCHES = (OFFLOAD_GA_DROP, OFFLOAD_MULTI_BACKWARD, ZERO2_GA_NORM)
+PATCHES = (OFFLOAD_GA_DROP, OFFLOAD_MULTI_BACKWARD)
