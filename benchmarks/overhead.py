@@ -1,11 +1,19 @@
-"""What the patches cost: step time of patched 0.18.9 against unpatched 0.18.9 and upstream 0.19.x,
-side by side in one run; the wall time `import sftrl_patches` adds to a bare interpreter; and the
-doctor's static and --probe wall times. Writes benchmarks/results/overhead.{json,md}.
+"""What the patches cost: for each DeepSpeed patch, the step time of the patched affected release
+against the upstream-fixed way on the same configuration, interleaved; the wall time
+`import sftrl_patches` adds to a bare interpreter; and the doctor's static and --probe wall times.
+Writes benchmarks/results/overhead.{json,md}.
 
-    python benchmarks/overhead.py [--affected 0.18.9] [--fixed 0.19.8] [--steps 60] [--repeats 3]
+    python benchmarks/overhead.py [--steps 30] [--repeats 5] [--only offload-ga-drop ...]
 
-Targets: patched / upstream step time <= 1.02; import <= 15 ms; static doctor <= 1 s; probe <= 60 s.
-The step benchmark uses a ~1M-parameter MLP, ZeRO-2, offload to CPU, GA 8, fp32, one CPU rank.
+Each scenario runs a ~1M-parameter MLP, fp32, one CPU rank, 8 micro-batches per optimizer step:
+  offload-ga-drop         ZeRO-2 + offload, GA 8: patched 0.18.9 vs 0.19.8 (upstream fix)
+  offload-multi-backward  ZeRO-2 + offload, GA 1, 8 backward() with the boundary set: 0.18.9 vs 0.19.8
+  zero2-ga-7718           ZeRO-2, no offload, GA 8: patched 0.17.6 vs 0.18.6 (fixed since 0.18.3)
+  offload-manual-accumulation  ZeRO-2 + offload, GA 1, 8 backward(), no boundary: patched 0.19.8 vs
+                          the documented call pattern (boundary set) on 0.19.8 (no upstream fix exists)
+A repeat runs both sides once, alternating which goes first; the ratio is patched / upstream of the
+two medians; the table gives the median ratio over the repeats with its min and max.
+Targets: patched / upstream <= 1.02; import <= 15 ms; static doctor <= 1 s; probe <= 60 s.
 """
 import argparse
 import json
@@ -29,32 +37,76 @@ import sftrl_patches, torch, deepspeed
 skip_shm_build()
 import logging; logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+steps, mode, offload, patch = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+width, rows = int(sys.argv[5]), int(sys.argv[6])
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.Tanh(), torch.nn.Linear(1024, 512))
-config = {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 8, "gradient_clipping": 0.0,
-          "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}},
+model = torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.Tanh(), torch.nn.Linear(2 * width, width))
+zero = {"stage": 2, "contiguous_gradients": True, "overlap_comm": False}
+if offload:
+    zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+config = {"train_micro_batch_size_per_gpu": rows, "gradient_accumulation_steps": 8 if mode == "ga" else 1,
+          "gradient_clipping": 0.0, "zero_optimization": zero,
           "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False, "steps_per_print": 1 << 30}
 engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1e-3), config=config)
-x, y = torch.randn(8, 512), torch.randn(8, 512)
+x, y = torch.randn(rows, width, device=engine.device), torch.randn(rows, width, device=engine.device)
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 def step():
-    for _ in range(8):
-        engine.backward(torch.nn.functional.mse_loss(engine(x), y)); engine.step()
+    for i in range(8):
+        if mode == "multi_backward":
+            engine.set_gradient_accumulation_boundary(i == 7)
+        engine.backward(torch.nn.functional.mse_loss(engine(x), y))
+        if mode == "ga":
+            engine.step()
+    if mode != "ga":
+        engine.step()
 for _ in range(5): step()
 times = []
-for _ in range(int(sys.argv[1])):
-    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-print(json.dumps({"state": sftrl_patches.status("deepspeed-offload-ga-drop").state, "times": times}))
+for _ in range(steps):
+    sync(); t = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t)
+print(json.dumps({"state": sftrl_patches.status(patch).state, "times": times}))
 """
 
+# name -> (mode, offload, (affected release, patched), (upstream-fixed release, its call mode))
+SCENARIOS = {
+    "offload-ga-drop": ("ga", True, "0.18.9", ("0.19.8", "ga")),
+    "offload-multi-backward": ("multi_backward", True, "0.18.9", ("0.19.8", "multi_backward")),
+    "zero2-ga-7718": ("ga", False, "0.17.6", ("0.18.6", "ga")),
+    "offload-manual-accumulation": ("no_boundary", True, "0.19.8", ("0.19.8", "multi_backward")),
+}
 
-def step_times(version, patched, steps):
+
+def step_times(version, patched, steps, mode, offload, patch, width=512, rows=8):
     env = deepspeed_releases.child_env(version)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     env["SFTRL_PATCHES_DISABLE"] = "" if patched else "1"
     env["PYTHONWARNINGS"] = "ignore"
-    out = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps)], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps), mode, "1" if offload else "0",
+                          "deepspeed-" + patch, str(width), str(rows)], env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_scenario(name, steps, repeats, width=512, rows=8):
+    mode, offload, affected, (fixed, fixed_mode) = SCENARIOS[name]
+    ratios, medians, states = [], {"patched": [], "upstream": []}, {}
+    for repeat in range(repeats):
+        sides = [("patched", affected, mode), ("upstream", fixed, fixed_mode)]
+        if repeat % 2:
+            sides.reverse()  # alternate the order so drift hits both sides alike
+        got = {}
+        for side, version, side_mode in sides:
+            result = step_times(version, side == "patched", steps, side_mode, offload, name, width, rows)
+            got[side] = statistics.median(result["times"])
+            states[side] = result["state"]
+        for side in got:
+            medians[side].append(1000 * got[side])
+        ratios.append(got["patched"] / got["upstream"])
+    return {"mode": mode, "offload": offload, "affected": affected, "fixed": fixed, "fixed_mode": fixed_mode,
+            "states": states, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios), "patched_ms": statistics.median(medians["patched"]),
+            "upstream_ms": statistics.median(medians["upstream"]), "repeats": repeats, "steps": steps,
+            "parameters": 4 * width * width + 3 * width, "rows": rows}
 
 
 def wall(command, env=None, runs=1):
@@ -84,69 +136,75 @@ def import_cost(runs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--affected", default="0.18.9")
-    parser.add_argument("--fixed", default="0.19.8")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the three step configs")
+    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per child")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per scenario")
+    parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="default: every scenario")
+    parser.add_argument("--width", type=int, default=512, help="MLP width (hidden = 2x); 512 is ~1M parameters")
+    parser.add_argument("--rows", type=int, default=8, help="rows per micro-batch")
+    parser.add_argument("--skip-doctor", action="store_true", help="only the step benchmark and the import cost")
     parser.add_argument("--import-runs", type=int, default=40)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
-    for version in (args.affected, args.fixed):
-        deepspeed_releases.install(version)
+    names = args.only or list(SCENARIOS)
+    for name in names:
+        for version in (SCENARIOS[name][2], SCENARIOS[name][3][0]):
+            deepspeed_releases.install(version)
+    scenarios = {}
+    for name in names:
+        scenarios[name] = measure_scenario(name, args.steps, args.repeats, args.width, args.rows)
+        print(f"{name}: {scenarios[name]['ratio_median']:.3f} "
+              f"[{scenarios[name]['ratio_min']:.3f}, {scenarios[name]['ratio_max']:.3f}]", flush=True)
 
-    configs = {"unpatched": (args.affected, False), "patched": (args.affected, True), "upstream": (args.fixed, True)}
-    samples = {name: [] for name in configs}
-    states = {}
-    for _ in range(args.repeats):  # interleave so machine noise hits every config alike
-        for name, (version, patched) in configs.items():
-            result = step_times(version, patched, args.steps)
-            samples[name].extend(result["times"])
-            states[name] = result["state"]
-    step = {name: {"median_ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.fmean(t),
-                   "state": states[name], "n": len(t)} for name, t in samples.items()}
-    ratios = {"patched_over_upstream": step["patched"]["median_ms"] / step["upstream"]["median_ms"],
-              "patched_over_unpatched": step["patched"]["median_ms"] / step["unpatched"]["median_ms"]}
-
-    doctor_env = deepspeed_releases.child_env(args.affected)
+    doctor_env = deepspeed_releases.child_env("0.18.9")
     doctor_env["PYTHONPATH"] = os.pathsep.join([ROOT, doctor_env["PYTHONPATH"]])
     doctor = [sys.executable, "-m", "sftrl_patches.doctor"]
-    doctor_static = wall(doctor, doctor_env, runs=5)
-    doctor_probe = wall(doctor + ["--probe"], doctor_env, runs=1)
+    doctor_static = [float("nan")] if args.skip_doctor else wall(doctor, doctor_env, runs=5)
+    doctor_probe = [float("nan")] if args.skip_doctor else wall(doctor + ["--probe"], doctor_env, runs=1)
     result = {
         "meta": {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                 "python": platform.python_version(),
+                 "python": platform.python_version(), "device": _device(),
                  "command": " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])])},
-        "step": step, "ratios": ratios, "import": import_cost(args.import_runs),
+        "scenarios": scenarios, "import": import_cost(args.import_runs),
         "doctor": {"static_median_s": statistics.median(doctor_static), "probe_s": doctor_probe[0]},
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "overhead.json"), "w") as handle:
         json.dump(result, handle, indent=1)
     with open(os.path.join(args.out, "overhead.md"), "w") as handle:
-        handle.write(to_markdown(result, args))
-    print(to_markdown(result, args))
+        handle.write(to_markdown(result))
+    print(to_markdown(result))
     return 0
 
 
-def to_markdown(r, args):
-    s, i, d = r["step"], r["import"], r["doctor"]
-    return "\n".join([
-        "# Overhead", "",
-        f"Measured {r['meta']['date']} on {r['meta']['machine']}, Python {r['meta']['python']}. "
-        f"Command: `{r['meta']['command']}`.", "",
-        f"Optimizer step (ZeRO-2, offload, GA 8, ~1M-parameter MLP, one CPU rank; median of {s['patched']['n']} "
-        "steps, configs interleaved):", "",
-        "| config | DeepSpeed | patch state | median step (ms) |", "|---|---|---|---|",
-        f"| unpatched | {args.affected} | {s['unpatched']['state']} | {s['unpatched']['median_ms']:.2f} |",
-        f"| patched | {args.affected} | {s['patched']['state']} | {s['patched']['median_ms']:.2f} |",
-        f"| upstream fix | {args.fixed} | {s['upstream']['state']} | {s['upstream']['median_ms']:.2f} |", "",
-        f"- patched ÷ upstream: **{r['ratios']['patched_over_upstream']:.3f}** (target ≤ 1.02)",
-        f"- patched ÷ unpatched: {r['ratios']['patched_over_unpatched']:.3f}",
-        f"- `import sftrl_patches`: {i['importtime_cumulative_ms']:.1f} ms by `-X importtime`; "
-        f"{i['added_median_ms']:.1f} ms added to a bare interpreter's wall time (median of {i['runs']} "
-        f"interleaved pairs; bare {i['bare_median_ms']:.1f} ms) (target ≤ 15 ms)",
-        f"- `sftrl-doctor` static: {d['static_median_s']:.2f} s (target ≤ 1 s)",
-        f"- `sftrl-doctor --probe`: {d['probe_s']:.1f} s (target ≤ 60 s on two cores)", ""])
+def _device():
+    probe = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() or "CPU"
+
+
+def to_markdown(r):
+    i, d = r["import"], r["doctor"]
+    lines = ["# Overhead", "",
+             f"Measured {r['meta']['date']} on {r['meta']['machine']}, Python {r['meta']['python']}. "
+             f"Command: `{r['meta']['command']}`.", "",
+             f"Optimizer step, {next(iter(r['scenarios'].values()))['parameters'] / 1e6:.1f}M-parameter MLP, "
+             f"{next(iter(r['scenarios'].values()))['rows']} rows per micro-batch, fp32, ZeRO-2, one rank on "
+             f"{r['meta']['device']}, 8 micro-batches per step. Ratio: "
+             "patched / upstream-fixed of the median step time, median over the interleaved repeats [min, max].", "",
+             "| patch | configuration | patched | upstream-fixed | median step (ms) patched / fixed | ratio [min, max] |",
+             "|---|---|---|---|---|---|"]
+    for name, s in r["scenarios"].items():
+        config = f"{'offload' if s['offload'] else 'no offload'}, {s['mode']}"
+        fixed = s["fixed"] + ("" if s["fixed_mode"] == s["mode"] else f" ({s['fixed_mode']})")
+        lines.append(f"| {name} | {config} | {s['affected']} ({s['states'].get('patched')}) | {fixed} | "
+                     f"{s['patched_ms']:.2f} / {s['upstream_ms']:.2f} | **{s['ratio_median']:.3f}** "
+                     f"[{s['ratio_min']:.3f}, {s['ratio_max']:.3f}] |")
+    lines += ["", "Target: ratio ≤ 1.02.", "",
+              f"- `import sftrl_patches`: {i['importtime_cumulative_ms']:.1f} ms by `-X importtime`; "
+              f"{i['added_median_ms']:.1f} ms added to a bare interpreter's wall time (median of {i['runs']} "
+              f"interleaved pairs; bare {i['bare_median_ms']:.1f} ms) (target ≤ 15 ms)",
+              f"- `sftrl-doctor` static: {d['static_median_s']:.2f} s (target ≤ 1 s)",
+              f"- `sftrl-doctor --probe`: {d['probe_s']:.1f} s (target ≤ 60 s on two cores)", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

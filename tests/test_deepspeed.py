@@ -93,10 +93,11 @@ def test_fixed_release_is_not_affected_and_left_untouched(fixed_runs):
     code = """
 import json, sftrl_patches
 from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer as O
-print(json.dumps([hasattr(O.async_accumulate_grad_in_cpu_via_gpu, "__sftrl_patch__"),
-                  hasattr(O.copy_grads_in_partition, "__sftrl_patch__")]))
+print(json.dumps([getattr(O.async_accumulate_grad_in_cpu_via_gpu, "__sftrl_patch__", None),
+                  getattr(O.copy_grads_in_partition, "__sftrl_patch__", None)]))
 """
-    assert last_json(run_python(code, env=require_release(FIXED))) == [False, False]
+    # only the manual-accumulation patch (0.19.x's own bug) touches a fixed release
+    assert last_json(run_python(code, env=require_release(FIXED))) == [None, "deepspeed-offload-manual-accumulation"]
 
 
 def test_two_ranks_over_gloo():
@@ -141,22 +142,50 @@ def test_issue_7718_doctor_row_on_the_window():
     assert rows["deepspeed-zero2-ga-7718"]["fingerprint_known"] is True
 
 
-def test_static_and_live_fingerprints_agree():
-    code = """
+MANUAL_CASES = [{"label": f"Z{stage} offload GA1x4 no boundary", "stage": stage, "ga": 4, "mode": "no_boundary",
+                 "steps": 4} for stage in (1, 2)]
+
+
+def test_manual_accumulation_with_offload_leaks_across_steps_on_0_19_and_patched_is_exact():
+    env = require_release(FIXED)
+    unpatched = _by_label(run_child(MANUAL_CASES, patched=False, env=env))
+    patched_run = run_child(MANUAL_CASES, patched=True, env=env)
+    assert patched_run["patches"]["deepspeed-offload-manual-accumulation"] == "patched"
+    patched = _by_label(patched_run)
+    for case in MANUAL_CASES:
+        steps = unpatched[case["label"]]["steps"]
+        # step 1 drops the first backward; from step 2 on the update carries earlier steps' gradients
+        assert [round(w) for w in steps[0]["weights"]] == [0, 1, 1, 1], steps[0]
+        assert steps[0]["residual"] < 1e-6
+        for step in steps[1:]:
+            assert step["residual"] > 0.1 and step["max_param_diff"] > 1e-2, step
+        for step in patched[case["label"]]["steps"]:
+            _assert_exact(step)
+            assert step["residual"] < 1e-6
+
+
+@pytest.mark.parametrize("version, names", [
+    (AFFECTED, ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward")),
+    (WINDOW_7718, ("deepspeed-zero2-ga-7718",)),
+    (FIXED, ("deepspeed-offload-manual-accumulation",)),
+])
+def test_static_and_live_fingerprints_agree(version, names):
+    code = f"""
 import json
 from sftrl_patches import PATCHES
 from sftrl_patches.registry import file_fingerprints
 from sftrl_patches._fingerprint import fingerprint_object
 import deepspeed.runtime.zero.stage_1_and_2 as m
 out = []
-for name in ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward"):
-    target = PATCHES[name].targets[0]
-    live = fingerprint_object(getattr(m.DeepSpeedZeroOptimizer, target.attribute))
-    out.append([file_fingerprints(PATCHES[name])[target.key], live, live in target.fingerprints])
+for name in {list(names)!r}:
+    for target in PATCHES[name].targets:
+        live = fingerprint_object(getattr(m.DeepSpeedZeroOptimizer, target.attribute))
+        out.append([file_fingerprints(PATCHES[name])[target.key], live, live in target.fingerprints])
 print(json.dumps(out))
 """
-    for static, live, known in last_json(run_python(code, env=dict(require_release(AFFECTED),
-                                                                   SFTRL_PATCHES_DISABLE="1"))):
+    checked = last_json(run_python(code, env=dict(require_release(version), SFTRL_PATCHES_DISABLE="1")))
+    assert len(checked) >= len(names)
+    for static, live, known in checked:
         assert static == live and known
 
 

@@ -76,6 +76,11 @@ def test_probe_on_affected_release_shows_drop_and_fix():
     assert ga4["patched"]["max_param_diff"] <= 1e-6
     assert cases["ZeRO-1 offload GA 4"]["unpatched_correct"]
     assert probe["data"]["patch_states"]["deepspeed-offload-ga-drop"] == "patched"
+    assert all(c["patched"]["steps"] == 3 for c in cases.values())
+    # a bug documented without a patch stays wrong, and says which row explains it
+    no_offload = cases["ZeRO-2 no offload GA=1, 4x backward(), no boundary"]
+    assert not no_offload["patched_correct"] and no_offload["no_patch"] == "deepspeed-manual-accumulation-last-only"
+    assert probe["level"] == "warn" and "deepspeed-manual-accumulation-last-only" in probe["summary"]
 
 
 def test_text_probe_output():
@@ -88,6 +93,7 @@ def test_named_checks_and_list():
     assert listed.returncode == 0
     names = [line.split()[0] for line in listed.stdout.splitlines()]
     assert names == ["deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-zero2-ga-7718",
+                     "deepspeed-offload-manual-accumulation", "deepspeed-manual-accumulation-last-only",
                      "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
                      "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
                      "openrlhf-dynamic-batch-zero12", "startup", "launchers", "ray", "probe"]

@@ -42,19 +42,23 @@ def to_text(report):
 
 
 def _probe_table(data):
-    rows = ["    case                                  | without patches                          | with patches",
-            "    " + "-" * 38 + "+" + "-" * 42 + "+" + "-" * 42]
+    width = max([len("case")] + [len(case["label"]) for case in data["cases"]]) + 1
+    rows = [f"    {'case':<{width}}| {'without patches':<45}| with patches",
+            "    " + "-" * width + "+" + "-" * 46 + "+" + "-" * 46]
     for case in data["cases"]:
-        rows.append(f"    {case['label']:<38}| {_cell(case['unpatched'], case['unpatched_correct']):<41}| "
+        rows.append(f"    {case['label']:<{width}}| {_cell(case['unpatched'], case['unpatched_correct']):<45}| "
                     f"{_cell(case['patched'], case['patched_correct'])}")
-    rows.append("    cell: micro-batch weights (1 = counted); grad norm / reference; max param diff after one step")
+    rows.append("    cell: the worst optimizer step of each case: micro-batch weights (1 = counted); grad norm / "
+                "reference; max param diff; leak = share of the update no micro-batch of that step explains")
     return rows
 
 
 def _cell(summary, correct):
     if "error" in summary:
-        return "error: " + summary["error"][:34]
+        return "error: " + summary["error"][:38]
     weights = "[" + ", ".join(f"{w:g}" for w in (round(w, 2) + 0.0 for w in summary["weights"])) + "]"
     norm = "n/a" if summary["grad_norm"] is None else f"{summary['grad_norm']:.3f}"
     mark = "✓" if correct else "✗"
-    return f"{mark} {weights} {norm}/{summary['reference_grad_norm']:.3f} {summary['max_param_diff']:.1e}"
+    leak = summary.get("residual") or 0.0
+    return (f"{mark} {weights} {norm}/{summary['reference_grad_norm']:.3f} {summary['max_param_diff']:.1e}"
+            + (f" leak {leak:.2f}" if leak > 0.01 else ""))

@@ -109,4 +109,27 @@ MANUAL_ACCUMULATION_LEAK = Patch(
                 "active in every training process.",
 )
 
-PATCHES = (MANUAL_ACCUMULATION_LEAK,)
+MANUAL_ACCUMULATION_LAST_ONLY = Patch(
+    name="deepspeed-manual-accumulation-last-only",
+    title="ZeRO-1/2 + GA=1 with several backward() per step and no boundary set: only the last backward reaches "
+          "the optimizer (without offload from 0.17.6; with offload before 0.19.0)",
+    distribution="deepspeed",
+    affected=VersionRange(None, None),
+    verified_through="0.19.8",
+    conditions="ZeRO stage 1 or 2, gradient_accumulation_steps=1, several engine.backward() calls before one step() "
+               "without set_gradient_accumulation_boundary; no optimizer offload on >=0.17.6, or "
+               "offload_optimizer.device=cpu on <0.19.0",
+    no_patch_reason=(
+        "every backward() is a boundary, and each boundary makes that backward the step's gradient. Measured on CPU "
+        "over 3 optimizer steps (benchmarks/results/deepspeed_matrix.md, probe mode no_boundary), ZeRO-1 and "
+        "ZeRO-2: without offload 0.15.1-0.17.5 sum correctly, 0.17.6-0.18.2 raise TypeError in the epilogue "
+        "(OpenRLHF #1131's crash; [0,0,0,1] with this package's #7718 patch), 0.18.3-0.19.8 weights [0,0,0,1]; "
+        "with offload every release before 0.19.0 weights [0,0,0,1] (0.19.x: see "
+        "deepspeed-offload-manual-accumulation). Not patched: the caller's fix is one call per backward"),
+    links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/allenai/open-instruct/pull/1498"),
+    remediation="Call engine.set_gradient_accumulation_boundary(False) before every backward but the last of a step "
+                "(or use unmanaged accumulation, 0.19.4+).",
+    advisory=True,
+)
+
+PATCHES = (MANUAL_ACCUMULATION_LEAK, MANUAL_ACCUMULATION_LAST_ONLY)

@@ -64,9 +64,11 @@ EPILOGUE_BROKEN = {
     "8feaf206a9e84954": "0.17.6-0.18.2",
 }
 EPILOGUE_CORRECT = {
-    "b56c3f5863f11059": "0.15.0-0.17.5, before the regression",
-    "c884daa99fe44258": "0.18.3",
-    "605549a94975d85d": "0.18.6",
+    "b56c3f5863f11059": "0.15.0-0.17.4, before the regression",
+    "68c8b2ddb1abeb8f": "0.17.5, before the regression",
+    "c884daa99fe44258": "0.18.3-0.18.4",
+    "605549a94975d85d": "0.18.5-0.19.4",
+    "bc2b4cf9113ac7cd": "0.19.5-0.19.7",
     "2bccc4274d0c673a": "0.19.8",
 }
 

@@ -247,10 +247,13 @@ DYNAMIC_BATCH = Patch(
     verified_through="0.11.2",
     no_patch_reason=(
         "dynamic batching sets DeepSpeed's GA to 1 and calls backward() once per micro-batch without "
-        "set_gradient_accumulation_boundary(), so every backward() is a boundary. Measured on CPU "
-        "(probe mode no_boundary, GA=1 with 4 backward() calls): weights [0,0,0,1], max param diff 0.126, "
-        "ZeRO-1 and ZeRO-2, with and without offload, DeepSpeed 0.18.9 and 0.19.8; 0.19.8 with offload "
-        "[0,1,1,1]; unchanged by this package's DeepSpeed patches; checked through OpenRLHF 0.11.2"),
+        "set_gradient_accumulation_boundary(), so every backward() is a boundary. Measured on CPU over 3-4 "
+        "optimizer steps (probe mode no_boundary, GA=1 with 4 backward() calls): DeepSpeed 0.18.3-0.18.9 (OpenRLHF "
+        "0.9.1-0.10.3) weights [0,0,0,1] at every step, ZeRO-1 and ZeRO-2, with and without offload; 0.17.6-0.18.2 "
+        "(0.8.11, 0.9.0) a crash (#1131), [0,0,0,1] with this package's #7718 patch; 0.19.x (0.10.4+) without "
+        "offload [0,0,0,1]; 0.19.x with --adam_offload step 1 [0,1,1,1] and every later step carries the "
+        "gradients of the earlier ones, which this package's deepspeed-offload-manual-accumulation patch "
+        "removes (every micro-batch counts, exact in fp32). Checked through OpenRLHF 0.11.2"),
     conditions="--use_dynamic_batch (<= 0.10.1) or --train.dynamic_batch_enable (>= 0.10.2) with ZeRO stage 1 or 2",
     links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/deepspeedai/DeepSpeed/pull/7981"),
     remediation="train without dynamic batching (fixed micro-batches, DeepSpeed's own gradient accumulation)",

@@ -13,11 +13,15 @@ import time
 from .. import _config
 
 DOCTOR_CASES = (
-    {"label": "ZeRO-2 offload GA 4", "stage": 2, "ga": 4, "steps": 1},
-    {"label": "ZeRO-1 offload GA 4", "stage": 1, "ga": 4, "steps": 1},
-    {"label": "ZeRO-2 offload GA=1, 4x backward()", "stage": 2, "ga": 4, "mode": "multi_backward", "steps": 1},
-    {"label": "ZeRO-2 no offload GA 4 (#7718)", "stage": 2, "ga": 4, "offload": False, "steps": 1},
-)
+    {"label": "ZeRO-2 offload GA 4", "stage": 2, "ga": 4},
+    {"label": "ZeRO-1 offload GA 4", "stage": 1, "ga": 4},
+    {"label": "ZeRO-2 offload GA=1, 4x backward(), boundary set", "stage": 2, "ga": 4, "mode": "multi_backward"},
+    {"label": "ZeRO-2 offload GA=1, 4x backward(), no boundary", "stage": 2, "ga": 4, "mode": "no_boundary",
+     "no_patch": "deepspeed-manual-accumulation-last-only"},  # before 0.19.0; patched on 0.19.x
+    {"label": "ZeRO-2 no offload GA=1, 4x backward(), no boundary", "stage": 2, "ga": 4, "mode": "no_boundary",
+     "offload": False, "no_patch": "deepspeed-manual-accumulation-last-only"},
+    {"label": "ZeRO-2 no offload GA 4 (#7718)", "stage": 2, "ga": 4, "offload": False},
+)  # each runs the probe's default of 3 optimizer steps
 
 WEIGHT_TOLERANCE = 0.01
 FP32_PARAM_TOLERANCE = 1e-6
@@ -31,14 +35,24 @@ def missing_requirements():
     return None
 
 
+RESIDUAL_TOLERANCE = 0.01
+
+
 def case_is_correct(result):
-    """Every micro-batch fully counted; in fp32 also the exact update."""
+    """Every micro-batch fully counted at every step, nothing left over from earlier steps; in fp32
+    also the exact update."""
     if "error" in result:
         return False
-    if any(abs(w - 1.0) > WEIGHT_TOLERANCE for w in result["weights"]):
+    return all(_step_is_correct(step, result["case"]) for step in result.get("steps", [result]))
+
+
+def _step_is_correct(step, case):
+    if any(abs(w - 1.0) > WEIGHT_TOLERANCE for w in step["weights"]):
         return False
-    if result["case"].get("dtype", "fp32") == "fp32":
-        return result["max_param_diff"] <= FP32_PARAM_TOLERANCE
+    if step.get("residual", 0.0) > RESIDUAL_TOLERANCE:
+        return False
+    if case.get("dtype", "fp32") == "fp32":
+        return step["max_param_diff"] <= FP32_PARAM_TOLERANCE
     return True
 
 

@@ -6,7 +6,11 @@ weights' update with plain-PyTorch gradients of every micro-batch taken at the s
 
 - weights: least-squares w such that the applied gradient = sum_i w_i g_i / n; [1]*n is correct;
 - grad_norm: DeepSpeed's global gradient norm, against the reference norm;
-- max_param_diff: largest |master weight - reference SGD update|.
+- max_param_diff: largest |master weight - reference SGD update|;
+- residual: the part of the applied gradient that no combination of this step's micro-batches
+  explains (|applied - basis w| / |applied|): state that leaks in from earlier steps.
+
+Each case runs at least 3 optimizer steps by default: a one-step probe cannot see a leak.
 
 Usage: python -m sftrl_patches.probes.deepspeed_offload --cases JSON --out FILE
 (under torch.distributed.run for several ranks).
@@ -19,6 +23,7 @@ import time
 import traceback
 
 LR = 0.5
+DEFAULT_STEPS = 3
 IN, HIDDEN, OUT = 6, 12, 3
 
 
@@ -86,7 +91,7 @@ def run_case(case):
     dtype = next(engine.module.parameters()).dtype
     device = next(engine.module.parameters()).device
     steps = []
-    for step in range(case.get("steps", 2)):
+    for step in range(case.get("steps", DEFAULT_STEPS)):
         params = list(engine.module.parameters())
         before = [safe_get_full_fp32_param(p).detach().float().cpu().clone() for p in params]
         # Reference: plain PyTorch on the same weights and dtype, one gradient per (rank, micro-batch).
@@ -118,6 +123,7 @@ def run_case(case):
         after = [safe_get_full_fp32_param(p).detach().float().cpu() for p in params]
         applied = torch.cat([(b - a).flatten() for b, a in zip(before, after)]) / LR
         weights = torch.linalg.lstsq(basis.double(), applied.double().unsqueeze(1)).solution.flatten()
+        unexplained = applied.double() - basis.double() @ weights
         expected_after = torch.cat([b.flatten() for b in before]) - LR * expected_grad
         norm = engine.get_global_grad_norm()
         steps.append({
@@ -125,6 +131,7 @@ def run_case(case):
             "grad_norm": None if norm is None else float(norm),
             "reference_grad_norm": float(expected_grad.norm()),
             "max_param_diff": float((torch.cat([a.flatten() for a in after]) - expected_after).abs().max()),
+            "residual": float(unexplained.norm() / applied.double().norm().clamp_min(1e-30)),
         })
     if hasattr(engine, "destroy"):
         engine.destroy()
@@ -151,7 +158,8 @@ def main(argv=None):
     skip_shm_build()
     import logging
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    on_gpu = __import__("torch").cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     results = []
     for case in cases:
         try:
