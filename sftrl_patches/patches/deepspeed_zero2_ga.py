@@ -13,9 +13,8 @@ original did not replace. The original body runs unchanged.
 """
 from ..registry import Patch, Target
 from .._version import VersionRange
+from .deepspeed_offload import MODULE, OWNER
 
-MODULE = "deepspeed.runtime.zero.stage_1_and_2"
-OWNER = "DeepSpeedZeroOptimizer"
 _ABSENT = object()
 
 
