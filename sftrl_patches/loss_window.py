@@ -59,17 +59,25 @@ class StepWindows:
         # Windows follow the trainer's micro-step count across epochs (it starts at a step
         # boundary): after an epoch that ended mid-step, the first window only completes that step.
         items = iter(self.loader)
+        self.epoch_position = 0
         while True:
-            size = self.accumulation - self.position % self.accumulation
-            window = list(itertools.islice(items, size))
+            window = list(itertools.islice(items, self._window_size()))
             if not window:
                 return
             scales = self._scales(window) if self.active else [1.0] * len(window)
             for item, scale in zip(window, scales):
                 self.scale = scale
                 self.position += 1
+                self.epoch_position += 1
                 yield item
             self.scale = 1.0
+
+    def _window_size(self):
+        return self.accumulation - self.position % self.accumulation
+
+    def _trainer_factors(self, size):
+        """What the trainer already multiplies each loss of the next `size` micro-batches by."""
+        return [1.0] * size
 
     def _scales(self, window):
         import torch
@@ -80,7 +88,8 @@ class StepWindows:
             failure = exc
         # One collective per window, always the same size on every rank; the last slot flags
         # a rank that could not count, so that all ranks fall back together instead of hanging.
-        vector = torch.zeros(self.accumulation + 1, dtype=torch.float64, device=_device(self.group))
+        # Every rank has the same window size (same number of items per step).
+        vector = torch.zeros(len(window) + 1, dtype=torch.float64, device=_device(self.group))
         if failure is None:
             vector[:len(counts)] = torch.tensor(counts, dtype=torch.float64)
         else:
@@ -96,9 +105,36 @@ class StepWindows:
         total = sum(global_counts)
         if total <= 0:  # nothing to learn from in this step: leave the trainer's own loss
             return [1.0] * len(window)
+        factors = self._trainer_factors(len(window))
         if self.mode == LOCAL_MEAN:
-            return [c * self.accumulation * world / total for c in counts]
-        return [g * self.accumulation / total for g in global_counts]
+            return [c * self.accumulation * world / total / f if f > 0 else 1.0 for c, f in zip(counts, factors)]
+        return [g * self.accumulation / total / f if f > 0 else 1.0 for g, f in zip(global_counts, factors)]
+
+
+class DynamicStepWindows(StepWindows):
+    """StepWindows for OpenRLHF's dynamic batching (0.8.6-0.10.2).
+
+    There, DeepSpeed's GA is 1 (no 1/GA), a step's micro-batches are the runs of
+    `buffer.dynamic_optimizer_step` that end in a 1, and each micro-batch's local token mean is
+    already multiplied by `buffer.dynamic_loss_scale[i]` (its share of the step's samples on this
+    rank), which the scale divides out. `buffer` is read when iteration starts: ppo_train fills it
+    (setup_dynamic_batch) before it builds its loader. Each epoch runs over the whole buffer.
+    """
+
+    def __init__(self, loader, buffer, count, group=None, on_fallback=None):
+        super().__init__(loader, 1, count, LOCAL_MEAN, group, on_fallback)
+        self.buffer = buffer
+
+    def _window_size(self):
+        flags = self.buffer.dynamic_optimizer_step
+        end = self.epoch_position
+        while end < len(flags) - 1 and not flags[end]:
+            end += 1
+        return end - self.epoch_position + 1
+
+    def _trainer_factors(self, size):
+        start = self.epoch_position
+        return [float(f) for f in self.buffer.dynamic_loss_scale[start:start + size]]
 
 
 def _device(group):

@@ -87,6 +87,8 @@ SHIMS = os.path.join(ROOT, "examples", "openrlhf_cpu", "stand_ins")  # import-on
 ORL_AFFECTED = ("0.9.10", "0.10.3")   # the paper's release, and the last one with the window half of the bug
 ORL_FIXED = "0.10.4"
 ORL_OLD = "0.6.4"                     # GPTLMLoss era: affected, not patched
+ORL_NEWEST = "0.11.2"                 # the newest release; pins DeepSpeed 0.19.6 (below)
+DS_OF_ORL_NEWEST = os.environ.get("SFTRL_TEST_DS_ORL_NEWEST", "0.19.6")
 
 
 def require_openrlhf(version, deepspeed=None):

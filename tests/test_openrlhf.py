@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from conftest import (AFFECTED, FIXED, MULTI_RANK, ORL_AFFECTED, ORL_FIXED, ORL_OLD, ROOT, last_json, require_openrlhf,
-                      run_python)
+from conftest import (AFFECTED, FIXED, MULTI_RANK, ORL_AFFECTED, ORL_FIXED, ORL_NEWEST, ORL_OLD, ROOT, last_json,
+                      require_openrlhf, run_python)
 
 sys.path.insert(0, ROOT)
 from sftrl_patches.probes import launch_command  # noqa: E402
@@ -87,13 +87,14 @@ print(json.dumps({"static": static, "imported": sorted(m for m in sys.modules if
     (ORL_AFFECTED[0], {"openrlhf-sft-loss-aggregation": "patchable", "openrlhf-actor-loss-aggregation": "patchable",
                        "openrlhf-critic-loss-aggregation": "patchable", "openrlhf-sft-loss-gptlmloss": "not-affected",
                        "openrlhf-rl-loss-before-0.8.6": "not-affected",
-                       "openrlhf-dynamic-batch-zero12": "affected-no-patch"}),
+                       "openrlhf-dynamic-batch-zero12": "patchable"}),
     (ORL_AFFECTED[1], {"openrlhf-sft-loss-aggregation": "patchable", "openrlhf-actor-loss-aggregation": "patchable",
                        "openrlhf-critic-loss-aggregation": "patchable"}),
     (ORL_FIXED, {"openrlhf-sft-loss-aggregation": "not-affected", "openrlhf-actor-loss-aggregation": "not-affected",
-                 "openrlhf-critic-loss-aggregation": "not-affected"}),
+                 "openrlhf-critic-loss-aggregation": "not-affected", "openrlhf-dynamic-batch-zero12": "patchable"}),
+    (ORL_NEWEST, {"openrlhf-actor-loss-aggregation": "not-affected", "openrlhf-dynamic-batch-zero12": "patchable"}),
     (ORL_OLD, {"openrlhf-sft-loss-aggregation": "not-affected", "openrlhf-sft-loss-gptlmloss": "affected-no-patch",
-               "openrlhf-rl-loss-before-0.8.6": "affected-no-patch"}),
+               "openrlhf-rl-loss-before-0.8.6": "affected-no-patch", "openrlhf-dynamic-batch-zero12": "not-affected"}),
 ])
 def test_static_status_per_release_without_importing_openrlhf(version, expected):
     out = last_json(run_python(STATUS, env=require_openrlhf(version)))
@@ -117,15 +118,14 @@ UNSUPPORTED = """
 import json
 from types import SimpleNamespace as NS
 from sftrl_patches.patches.openrlhf_loss import unsupported_reason
-DYN = ("use_dynamic_batch", "train.dynamic_batch_enable")
 plain = NS(args=NS(ds_tensor_parallel_size=1, use_dynamic_batch=False), ring_attn_group=None)
 flat_dynamic = NS(args=NS(use_dynamic_batch=True), ring_attn_group=None)
 dotted_dynamic = NS(args=NS(ds=NS(tensor_parallel_size=1), train=NS(dynamic_batch_enable=True)), ring_attn_group=None)
 dotted_tp = NS(args=NS(ds=NS(tensor_parallel_size=2), train=NS(dynamic_batch_enable=False)), ring_attn_group=None)
 ring = NS(args=NS(), ring_attn_group=object())
 gspo = NS(token_level_loss=False)
-print(json.dumps({"plain": unsupported_reason(plain, None, DYN), "flat_dynamic": unsupported_reason(flat_dynamic, None, DYN),
-                  "dotted_dynamic": unsupported_reason(dotted_dynamic, None, DYN), "dotted_tp": unsupported_reason(dotted_tp),
+print(json.dumps({"plain": unsupported_reason(plain), "flat_dynamic": unsupported_reason(flat_dynamic),
+                  "dotted_dynamic": unsupported_reason(dotted_dynamic), "dotted_tp": unsupported_reason(dotted_tp),
                   "ring": unsupported_reason(ring), "gspo": unsupported_reason(plain, gspo)}))
 """
 
@@ -133,7 +133,8 @@ print(json.dumps({"plain": unsupported_reason(plain, None, DYN), "flat_dynamic":
 def test_runs_the_rescaling_cannot_make_exact_are_left_alone_with_a_reason_for_both_flag_styles():
     out = last_json(run_python(UNSUPPORTED))
     assert out["plain"] == ""
-    assert "dynamic" in out["flat_dynamic"] and "dynamic" in out["dotted_dynamic"]
+    # Dynamic batching is covered now (tests/test_openrlhf_dynamic.py), in both flag styles.
+    assert out["flat_dynamic"] == "" and out["dotted_dynamic"] == ""
     assert "tensor" in out["dotted_tp"]
     assert "ring" in out["ring"]
     assert "sequence-level" in out["gspo"]

@@ -8,8 +8,11 @@ tokens are counted over all ranks, and each micro-batch's loss is rescaled on it
 everything else the trainer does stay OpenRLHF's own.
 
 Covered: SFT 0.7.0-0.10.3 (`SFTLoss`), actor and critic 0.8.6-0.10.3 (`PolicyLoss` with its KL and
-entropy terms, `ValueLoss`). Left as they are, with a warning: ring attention, tensor parallel,
-sequence-level losses (GSPO), and dynamic batching (its own loss scales and GA=1, see the doctor).
+entropy terms, `ValueLoss`). Dynamic batching (actor and critic): on 0.8.6-0.10.2 each micro-batch's
+token mean times its share of the step's samples on its rank is rescaled to the step's token mean
+(loss_window.DynamicStepWindows); 0.10.3 already divides by the step's tokens on all ranks. Either
+way the step's micro-batches must all reach the optimizer: openrlhf_dynamic_batch.py.
+Left as they are, with a warning: ring attention, tensor parallel, sequence-level losses (GSPO).
 """
 import functools
 
@@ -24,6 +27,7 @@ UPGRADE = ("upgrade to openrlhf>=0.10.4 (it pins deepspeed>=0.19.1), or stay on 
 
 
 _ABSENT = object()
+DYNAMIC_FLAGS = ("use_dynamic_batch", "train.dynamic_batch_enable")  # flat (<= 0.10.1), dotted (>= 0.10.2)
 
 
 def read_arg(args, *names, default=None):
@@ -39,7 +43,7 @@ def read_arg(args, *names, default=None):
     return default
 
 
-def unsupported_reason(strategy, loss_fn=None, dynamic_batch_flags=()):
+def unsupported_reason(strategy, loss_fn=None):
     """Why this run is left unpatched, or '' when the window rescaling is exact for it."""
     args = getattr(strategy, "args", None)
     if getattr(strategy, "ring_attn_group", None) is not None:
@@ -49,8 +53,6 @@ def unsupported_reason(strategy, loss_fn=None, dynamic_batch_flags=()):
         return "DeepSpeed tensor parallelism"
     if loss_fn is not None and getattr(loss_fn, "token_level_loss", True) is False:
         return "a sequence-level loss (token_level_loss=False, e.g. GSPO)"
-    if dynamic_batch_flags and read_arg(args, *dynamic_batch_flags, default=False):
-        return "dynamic batching (OpenRLHF scales those micro-batches itself; see sftrl-doctor)"
     return ""
 
 
@@ -120,12 +122,19 @@ def _wrap_ppo_train(patch_name, loss_attribute):
 
         def ppo_train(self, *args, **kwargs):
             from .. import loss_window
-            reason = unsupported_reason(self.strategy, getattr(self, loss_attribute, None),
-                                        ("use_dynamic_batch", "train.dynamic_batch_enable"))
+            reason = unsupported_reason(self.strategy, getattr(self, loss_attribute, None))
             if reason:
                 _warn_once(patch_name, original.__qualname__, reason)
                 return original(self, *args, **kwargs)
-            windows = _windows(patch_name, original, None, self.strategy, _action_tokens, mode)
+            if read_arg(self.strategy.args, *DYNAMIC_FLAGS, default=False):
+                if mode != loss_window.LOCAL_MEAN:
+                    # 0.10.3: dynamic micro-batches are already divided by the step's tokens on all ranks.
+                    return original(self, *args, **kwargs)
+                windows = loss_window.DynamicStepWindows(
+                    None, self.replay_buffer, _action_tokens,
+                    on_fallback=lambda why: _warn_once(patch_name, original.__qualname__, why))
+            else:
+                windows = _windows(patch_name, original, None, self.strategy, _action_tokens, mode)
 
             def windowed_loader(data_loader_class):
                 # ppo_train builds its own DataLoader over the replay buffer: hand back that
@@ -239,25 +248,4 @@ RL_BEFORE_0_8_6 = Patch(
     remediation=UPGRADE,
 )
 
-DYNAMIC_BATCH = Patch(
-    name="openrlhf-dynamic-batch-zero12",
-    title="OpenRLHF dynamic batching with ZeRO-1/2: only the last backward() of a step reaches the optimizer",
-    distribution=DISTRIBUTION,
-    affected=VersionRange("0.8.6", None),
-    verified_through="0.11.2",
-    no_patch_reason=(
-        "dynamic batching sets DeepSpeed's GA to 1 and calls backward() once per micro-batch without "
-        "set_gradient_accumulation_boundary(), so every backward() is a boundary. Measured on CPU over 3-4 "
-        "optimizer steps (probe mode no_boundary, GA=1 with 4 backward() calls): DeepSpeed 0.18.3-0.18.9 (OpenRLHF "
-        "0.9.1-0.10.3) weights [0,0,0,1] at every step, ZeRO-1 and ZeRO-2, with and without offload; 0.17.6-0.18.2 "
-        "(0.8.11, 0.9.0) a crash (#1131), [0,0,0,1] with this package's #7718 patch; 0.19.x (0.10.4+) without "
-        "offload [0,0,0,1]; 0.19.x with --adam_offload step 1 [0,1,1,1] and every later step carries the "
-        "gradients of the earlier ones, which this package's deepspeed-offload-manual-accumulation patch "
-        "removes (every micro-batch counts, exact in fp32). Checked through OpenRLHF 0.11.2"),
-    conditions="--use_dynamic_batch (<= 0.10.1) or --train.dynamic_batch_enable (>= 0.10.2) with ZeRO stage 1 or 2",
-    links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/deepspeedai/DeepSpeed/pull/7981"),
-    remediation="train without dynamic batching (fixed micro-batches, DeepSpeed's own gradient accumulation)",
-    advisory=True,
-)
-
-PATCHES = (SFT, ACTOR, CRITIC, SFT_BEFORE_0_7, RL_BEFORE_0_8_6, DYNAMIC_BATCH)
+PATCHES = (SFT, ACTOR, CRITIC, SFT_BEFORE_0_7, RL_BEFORE_0_8_6)
