@@ -78,7 +78,8 @@ class Patch:
     """A known bug: where it lives, which releases have it, and (unless targets is empty) the fix."""
 
     def __init__(self, name, title, distribution, affected, fixed_in=None, verified_through=None, targets=(),
-                 conditions="", links=(), remediation="", no_patch_reason="", requires=(), advisory=False):
+                 conditions="", links=(), remediation="", no_patch_reason="", requires=(), advisory=False,
+                 effect=""):
         self.name = name
         self.title = title
         self.distribution = distribution
@@ -92,6 +93,7 @@ class Patch:
         self.no_patch_reason = no_patch_reason
         self.requires = tuple(requires)           # patches that must be applied (or not needed) first
         self.advisory = advisory                  # the bug needs a run-time option we cannot see: warn, not fail
+        self.effect = effect                      # what an unpatched run under `conditions` gets, measured
 
     @property
     def target_modules(self):
@@ -161,8 +163,15 @@ def source_verdict(patch, fingerprints, version_reason):
         if fp not in target.fingerprints:
             return UNPATCHABLE, (f"{version_reason}, but the source of {target.dotted} (fingerprint {fp}) matches "
                                  "no known shape; left untouched"), ()
-        shapes.append(f"{target.attribute}: {target.fingerprints[fp]}")
+        shapes.append(f"{_label(patch, target)}: {target.fingerprints[fp]}")
     return PATCHABLE, version_reason, tuple(shapes)
+
+
+def _label(patch, target):
+    """The attribute's name, with its class where two targets of the patch share that name."""
+    if sum(t.attribute == target.attribute for t in patch.targets) > 1 and target.owner:
+        return f"{target.owner.split('.')[-1]}.{target.attribute}"
+    return target.attribute
 
 
 def _module_file(distribution, module_name):

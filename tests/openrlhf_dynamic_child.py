@@ -221,7 +221,7 @@ def compare(update, gradients):
             "residual_norm": float(residual.norm()), "reference_norm": float(reference.norm())}
 
 
-def run(kind, strategy, models, offload, rank, steps):
+def run(kind, strategy, models, offload, rank, steps, compare_steps=True):
     trainer, module = make_trainer(kind, strategy, models, offload, rank, steps)
     recorded, unwrap = record_steps(strategy, module)
     dist.barrier()
@@ -231,6 +231,8 @@ def run(kind, strategy, models, offload, rank, steps):
     finally:
         unwrap()
     seconds = time.perf_counter() - started
+    if not compare_steps:
+        return [], seconds
     buffer = trainer.replay_buffer
     # One batch of one per sample, as the trainer's own collate makes them.
     mine = [[[buffer.collate_fn([[buffer.items[i]]]) for i in mb] for mb in step] for step in step_micro_batches(buffer)]
@@ -281,7 +283,14 @@ def main():
         for label, on in switched_on.items():
             for name in applied:
                 (sftrl_patches.apply if name in on else sftrl_patches.revert)(name)
-            steps, seconds = run(options.trainer, strategy, models, options.offload, rank, options.steps)
+            try:
+                steps, seconds = run(options.trainer, strategy, models, options.offload, rank, options.steps,
+                                     compare_steps=repeat == 0)
+            except Exception as exc:  # noqa: BLE001 - e.g. OpenRLHF #1131's crash on DeepSpeed 0.17.6-0.18.2
+                if repeat == 0:
+                    result[label] = {"error": f"{type(exc).__name__}: {exc}", "steps": [], "ppo_train_seconds": [],
+                                     "states": {n: sftrl_patches.status(n).state for n in names}}
+                continue
             if repeat == 0:
                 result[label] = {"steps": steps, "states": {n: sftrl_patches.status(n).state for n in names},
                                  "ppo_train_seconds": []}

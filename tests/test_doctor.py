@@ -55,6 +55,22 @@ def test_fixed_release_nothing_to_do():
     assert "nothing to do" in proc.stdout and "not-affected" in proc.stdout
 
 
+def test_text_report_is_one_line_per_ok_check_and_expands_what_needs_action_or_with_v():
+    env = dict(require_release(AFFECTED), SFTRL_PATCHES_DISABLE="deepspeed-offload-multi-backward")
+    short, full = doctor(env=env), doctor("-v", env=env)
+    assert short.returncode == full.returncode == 1
+    lines = short.stdout.splitlines()
+    # An OK check: its row only. The check that needs action: its full text, with the fix.
+    (ok_row,) = [line for line in lines if "deepspeed-offload-ga-drop:" in line]
+    assert ok_row.startswith("[✓]") and "patchable" in ok_row
+    assert "async_accumulate_grad_in_cpu_via_gpu" not in short.stdout  # its source shape, in the full text
+    assert "async_accumulate_grad_in_cpu_via_gpu" in full.stdout
+    assert "[✗] deepspeed-offload-multi-backward: disabled" in short.stdout
+    assert "fix: Unset SFTRL_PATCHES_DISABLE" in short.stdout
+    assert "sftrl-doctor -v" in short.stdout and "sftrl-doctor -v" not in full.stdout
+    assert len(lines) < len(full.stdout.splitlines()) / 2
+
+
 def test_without_deepspeed_probe_is_skipped_not_passed():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = doctor("--json", "--probe", env=env)

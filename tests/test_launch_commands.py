@@ -1,4 +1,4 @@
-"""The commands in README's "Making sure every process is patched" stay true: every OpenRLHF
+"""The commands in docs/processes.md ("Making sure every process is patched") stay true: every OpenRLHF
 flag they use is accepted by OpenRLHF 0.9.10's own parser, reached through our launcher, and
 every dotted name they give resolves."""
 import os
@@ -11,12 +11,12 @@ import pytest
 
 from conftest import AFFECTED, ORL_AFFECTED, ROOT, require_openrlhf
 
-SECTION = "## Making sure every process is patched"
+SECTION = "# Making sure every process is patched"
 
 
 def readme_commands():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    text = open(os.path.join(ROOT, "docs", "processes.md"), encoding="utf-8").read()
+    section = text.split(SECTION, 1)[1]
     commands = []
     for block in re.findall(r"```\n(.*?)```", section, flags=re.S):
         joined = re.sub(r"\\\n\s*", " ", block)

@@ -31,6 +31,8 @@ def build_parser():
                             "`sftrl-doctor ray` asks Ray workers on every node.")
     parser.add_argument("checks", nargs="*", metavar="CHECK", help="run only these checks (see --list-checks)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (schema sftrl-doctor/1)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="the full text of every check (by default: one line each, details where action is needed)")
     parser.add_argument("--probe", action="store_true",
                         help="prove it numerically: run the DeepSpeed probe with patches disabled and enabled")
     parser.add_argument("--probe-timeout", type=int, default=300, metavar="S", help="per child (default 300)")
@@ -70,7 +72,7 @@ def main(argv=None):
             ray_runner = lambda: run_ray_check(sftrl_patches.PATCHES.values(), args.ray_address)  # noqa: E731
         data = report.collect(sftrl_patches._registry, sftrl_patches.PATCHES.values(), selected, probe_runner,
                               ray_runner)
-        print(render.to_json(data) if args.json else render.to_text(data))
+        print(render.to_json(data) if args.json else render.to_text(data, verbose=args.verbose))
         return EXIT_ACTION if data["action_needed"] else EXIT_OK
     except Exception as exc:  # the doctor itself failed: say so, distinctly from "action needed"
         sys.stderr.write(f"sftrl-doctor: internal error: {type(exc).__name__}: {exc}\n")

@@ -8,14 +8,21 @@ def to_json(report):
     return json.dumps(report, indent=2, sort_keys=False)
 
 
-def to_text(report):
+def to_text(report, verbose=False):
+    """One line per check (as `flutter doctor` does); a check that needs action, the probe's table,
+    and with verbose=True every check, get their full text."""
     env = report["environment"]
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items()) or "none of the known targets"
     lines = [f"sftrl-doctor {report['sftrl_patches']}  (Python {env['python']}; {packages})"]
     if env["switches"]:
         lines.append("switches: " + ", ".join(f"{k}={v}" for k, v in env["switches"].items()))
+    width = max([0] + [len(f["check"]) for f in report["findings"]]) + 1
     for finding in report["findings"]:
         mark = MARKS.get(finding["level"], "?")
+        expand = verbose or finding["level"] != "ok" or finding["check"] == "probe"
+        if not expand:
+            lines.append(f"[{mark}] {finding['check'] + ':':<{width}} {finding['state']:<14} {finding['title']}")
+            continue
         lines.append("")
         lines.append(f"[{mark}] {finding['check']}: {finding['state']}")
         lines.append(f"    {finding['title']}")
@@ -25,6 +32,8 @@ def to_text(report):
         lines.append(f"    {finding['summary']}")
         if finding.get("conditions") and finding["state"] not in ("not-affected", "not-installed"):
             lines.append(f"    when: {finding['conditions']}")
+            if finding.get("effect"):
+                lines.append(f"    unpatched: {finding['effect']}")
         if finding.get("fingerprint_known") is not None and finding["state"] not in ("not-affected", "not-installed"):
             lines.append(f"    source fingerprint known: {'yes' if finding['fingerprint_known'] else 'no'}"
                          + (f" ({'; '.join(finding['shapes'])})" if finding["shapes"] else ""))
@@ -36,7 +45,11 @@ def to_text(report):
             lines.append(f"    fix: {finding['remediation']}")
         for link in finding.get("links") or ():
             lines.append(f"    see: {link}")
-    lines.append("")
+        lines.append("")
+    if not verbose:
+        lines.append("(sftrl-doctor -v prints every check in full)")
+    if lines[-1]:
+        lines.append("")
     lines.append("action needed" if report["action_needed"] else "nothing to do")
     return "\n".join(lines)
 

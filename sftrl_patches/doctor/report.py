@@ -35,6 +35,7 @@ class Finding:
     links: list = field(default_factory=list)
     data: dict = None
     conditions: str = ""
+    effect: str = ""
 
 
 def _patch_finding(patch, reg, autoload_active=False):
@@ -65,7 +66,7 @@ def _patch_finding(patch, reg, autoload_active=False):
         fixed_in=patch.fixed_in,
         fingerprint_known=(bool(status.shapes) or status.state == registry.PATCHED) if patch.targets else None,
         shapes=list(status.shapes), details=details, remediation=remediation,
-        links=list(patch.links), conditions=patch.conditions)
+        links=list(patch.links), conditions=patch.conditions, effect=patch.effect)
 
 
 def _startup_finding(autoload, patch_findings):

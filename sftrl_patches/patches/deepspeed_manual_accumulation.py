@@ -125,7 +125,8 @@ MANUAL_ACCUMULATION_LAST_ONLY = Patch(
         "ZeRO-2: without offload 0.15.1-0.17.5 sum correctly, 0.17.6-0.18.2 raise TypeError in the epilogue "
         "(OpenRLHF #1131's crash; [0,0,0,1] with this package's #7718 patch), 0.18.3-0.19.8 weights [0,0,0,1]; "
         "with offload every release before 0.19.0 weights [0,0,0,1] (0.19.x: see "
-        "deepspeed-offload-manual-accumulation). Not patched: the caller's fix is one call per backward"),
+        "deepspeed-offload-manual-accumulation). Not patched: the caller's fix is one call per backward (for "
+        "OpenRLHF's dynamic batching, this package makes that call: openrlhf-dynamic-batch-zero12)"),
     links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/allenai/open-instruct/pull/1498"),
     remediation="Call engine.set_gradient_accumulation_boundary(False) before every backward but the last of a step "
                 "(or use unmanaged accumulation, 0.19.4+).",

@@ -103,8 +103,13 @@ DYNAMIC_BATCH = Patch(
     ),
     conditions="--use_dynamic_batch (<= 0.10.1) or --train.dynamic_batch_enable (>= 0.10.2) with ZeRO stage 1 or 2",
     links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/deepspeedai/DeepSpeed/pull/7981"),
+    effect=("measured on OpenRLHF's own ppo_train, 3 steps of 2-4 uneven micro-batches (benchmarks/results/"
+            "dynamic_batch.md): DeepSpeed 0.17.6-0.18.2 (OpenRLHF 0.8.11, 0.9.0) crash in the second backward (#1131); "
+            "0.18.3-0.18.9 (0.9.1-0.10.3) and 0.19.x without --adam_offload keep only the last micro-batch of each "
+            "step (updates 73-104% off the step's token-mean gradient); 0.19.x with --adam_offload (0.10.4+) loses "
+            "the first micro-batch of the first step and every later update carries earlier steps. Patched: every "
+            "micro-batch counts with its token-mean weight (1.2e-7 max abs diff, fp32)"),
     remediation="install sftrl-patches (it sets the boundary), or train without dynamic batching",
-    no_patch_reason="",
     advisory=True,
 )
 
