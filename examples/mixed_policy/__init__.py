@@ -1,2 +1,2 @@
 """Mixed-policy methods (LUFFY, SRFT, ReLIFT, HPT, Prefix-RFT) as TRL GRPOTrainer subclasses,
-with the paper's FLOPs accounting; see README "Mixed-policy methods"."""
+with the paper's FLOPs accounting; see docs/mixed-policy.md."""

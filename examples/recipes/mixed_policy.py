@@ -15,7 +15,7 @@ import os
 
 from . import common, trl
 
-# Method options at paper scale, as the method's paper or script sets them (see README).
+# Method options at paper scale, as the method's paper or script sets them (see docs/mixed-policy.md).
 OPTIONS = {
     "luffy": {"shaping_gamma": 0.1, "off_policy_traces": 1, "clip_on_policy": False},
     "srft": {"sft_weight_scale": 0.5, "rl_weight_scale": 0.1, "demonstrations": 1},
