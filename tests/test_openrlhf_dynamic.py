@@ -102,3 +102,42 @@ def test_dynamic_windows_follow_the_optimizer_step_flags_and_divide_out_openrlhf
     # Step 1 has 10 tokens: micro-batch i gets tokens_i / 10 / factor_i; step 2 is one micro-batch.
     expected = [2 / 10 / 0.5, 6 / 10 / 0.25, 2 / 10 / 0.25, 1.0]
     assert scales[0] == pytest.approx(expected) and scales[1] == pytest.approx(expected)
+
+
+GUARDS = """
+import json, logging
+from types import SimpleNamespace as NS
+from sftrl_patches.patches.openrlhf_dynamic_batch import wrap_training_step
+warnings = []
+logging.getLogger("sftrl_patches").addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: warnings.append(r.getMessage())})())
+class Engine:
+    def __init__(self, stage): self.stage, self.calls = stage, []
+    def zero_optimization_stage(self): return self.stage
+    def set_gradient_accumulation_boundary(self, value): self.calls.append(value)
+ran = []
+def training_step(self, experience, kl_ctl, step):
+    ran.append(step)
+wrapped = wrap_training_step("actor")(training_step)
+def trainer(stage, flags, dynamic=True):
+    return NS(args=NS(train=NS(dynamic_batch_enable=dynamic)), actor=NS(model=Engine(stage)),
+              replay_buffer=NS(dynamic_optimizer_step=flags))
+out = {}
+for name, t, steps in [("zero2", trainer(2, [0, 0, 1]), 3), ("off", trainer(2, [0, 1], dynamic=False), 2),
+                       ("zero3", trainer(3, [0, 1]), 2), ("short_flags", trainer(1, []), 1)]:
+    ran.clear()
+    for step in range(steps):
+        wrapped(t, None, 0.0, step)
+    out[name] = {"calls": t.actor.model.calls, "ran": list(ran)}
+out["warnings"] = warnings
+print(json.dumps(out))
+"""
+
+
+def test_the_boundary_follows_the_step_flags_and_anything_unexpected_leaves_the_step_to_openrlhf():
+    out = last_json(run_python(GUARDS))
+    assert out["zero2"] == {"calls": [False, False, True], "ran": [0, 1, 2]}
+    assert out["off"] == {"calls": [], "ran": [0, 1]}          # fixed micro-batches: DeepSpeed's own GA
+    assert out["zero3"] == {"calls": [], "ran": [0, 1]}        # not a stage the patch covers
+    assert out["short_flags"] == {"calls": [], "ran": [0]}     # flags it cannot read: never breaks the step
+    assert any("ZeRO stage 3" in w for w in out["warnings"])
+    assert any("cannot tell where the optimizer step ends" in w for w in out["warnings"])

@@ -63,15 +63,19 @@ def wrap_training_step(model_attribute):
         def training_step(self, *args, **kwargs):
             if not read_arg(getattr(self, "args", None), *DYNAMIC_FLAGS, default=False):
                 return original(self, *args, **kwargs)
-            step = kwargs["step"] if "step" in kwargs else args[step_index - 1]
             engine = _engine(getattr(self, model_attribute, None))
             if engine is None:
                 _warn_once(f"no DeepSpeed engine found on {type(self).__name__}.{model_attribute}")
-            elif _zero_stage(engine) in (1, 2):
-                ends_step = bool(self.replay_buffer.dynamic_optimizer_step[step])
-                engine.set_gradient_accumulation_boundary(ends_step)
-            else:
+            elif _zero_stage(engine) not in (1, 2):
                 _warn_once(f"ZeRO stage {_zero_stage(engine)} (the patch covers stages 1 and 2)")
+            else:
+                try:
+                    step = kwargs["step"] if "step" in kwargs else args[step_index - 1]
+                    ends_step = bool(self.replay_buffer.dynamic_optimizer_step[step])
+                except (AttributeError, IndexError, KeyError, TypeError) as exc:  # never break the job
+                    _warn_once(f"cannot tell where the optimizer step ends ({exc!r})")
+                else:
+                    engine.set_gradient_accumulation_boundary(ends_step)
             return original(self, *args, **kwargs)
         return training_step
     return make_wrapper
