@@ -164,8 +164,30 @@ def test_manual_accumulation_with_offload_leaks_across_steps_on_0_19_and_patched
             assert step["residual"] < 1e-6
 
 
+CASES_7985 = [{"label": f"Z1 bf16 fp32-accum GA{ga}", "stage": 1, "ga": ga, "offload": False, "dtype": "bf16",
+               "grad_accum_dtype": "fp32", "steps": 3} for ga in (1, 4)]
+
+
+def test_bf16_optimizer_last_micro_batch_is_averaged_over_ranks_only_when_patched():
+    """#7985 on two gloo ranks (MULTI_RANK, 0.18.6): bf16 + ZeRO-1 + fp32 grad_accum_dtype is BF16_Optimizer."""
+    env = require_release(MULTI_RANK)
+    unpatched = _by_label(run_child(CASES_7985, patched=False, nprocs=2, env=env))
+    patched_run = run_child(CASES_7985, patched=True, nprocs=2, env=env)
+    assert patched_run["patches"]["deepspeed-bf16-last-micro-batch-7985"] == "patched"
+    patched = _by_label(patched_run)
+    for case in CASES_7985:
+        # Unpatched, each rank steps its own part of the parameters with its own, un-averaged last
+        # micro-batch: no one weight per micro-batch explains the update (even at GA 1).
+        for step in unpatched[case["label"]]["steps"]:
+            assert step["residual"] > 0.1 and step["max_param_diff"] > 1e-2, step
+        # Patched: every micro-batch of both ranks with weight 1, within bf16's precision.
+        for step in patched[case["label"]]["steps"]:
+            assert step["weights"] == pytest.approx([1.0] * 2 * case["ga"], abs=0.01), step
+            assert step["residual"] < 0.01 and step["max_param_diff"] < 2e-3, step
+
+
 @pytest.mark.parametrize("version, names", [
-    (AFFECTED, ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward")),
+    (AFFECTED, ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-bf16-last-micro-batch-7985")),
     (WINDOW_7718, ("deepspeed-zero2-ga-7718",)),
     (FIXED, ("deepspeed-offload-manual-accumulation",)),
 ])
@@ -175,11 +197,14 @@ import json
 from sftrl_patches import PATCHES
 from sftrl_patches.registry import file_fingerprints
 from sftrl_patches._fingerprint import fingerprint_object
-import deepspeed.runtime.zero.stage_1_and_2 as m
+import importlib
 out = []
 for name in {list(names)!r}:
     for target in PATCHES[name].targets:
-        live = fingerprint_object(getattr(m.DeepSpeedZeroOptimizer, target.attribute))
+        owner = importlib.import_module(target.module)
+        for part in target.owner.split("."):
+            owner = getattr(owner, part)
+        live = fingerprint_object(getattr(owner, target.attribute))
         out.append([file_fingerprints(PATCHES[name])[target.key], live, live in target.fingerprints])
 print(json.dumps(out))
 """

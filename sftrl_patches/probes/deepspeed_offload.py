@@ -64,7 +64,7 @@ def _ds_config(case):
     if case.get("offload", True):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
     ga = case["ga"] if case.get("mode", "ga") == "ga" else 1
-    return {
+    config = {
         "train_micro_batch_size_per_gpu": case.get("micro_batch", 2),
         "gradient_accumulation_steps": ga,
         "zero_optimization": zero,
@@ -74,6 +74,16 @@ def _ds_config(case):
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 1 << 30,
     }
+    if case.get("grad_accum_dtype"):  # bf16 + ZeRO-1 + fp32 here selects BF16_Optimizer (#7985)
+        config["data_types"] = {"grad_accum_dtype": case["grad_accum_dtype"]}
+    return config
+
+
+def _full_param(safe_get_full_fp32_param, param):
+    """The fp32 master copy; the module's own parameter where DeepSpeed exposes none (BF16_Optimizer
+    on 0.18.3 returns None)."""
+    full = safe_get_full_fp32_param(param)
+    return (param if full is None else full).detach().float().cpu()
 
 
 def run_case(case):
@@ -93,7 +103,7 @@ def run_case(case):
     steps = []
     for step in range(case.get("steps", DEFAULT_STEPS)):
         params = list(engine.module.parameters())
-        before = [safe_get_full_fp32_param(p).detach().float().cpu().clone() for p in params]
+        before = [_full_param(safe_get_full_fp32_param, p).clone() for p in params]
         # Reference: plain PyTorch on the same weights and dtype, one gradient per (rank, micro-batch).
         reference = _model(torch, seed=0).to(dtype)
         reference.load_state_dict({k: v.detach().cpu() for k, v in engine.module.state_dict().items()})
@@ -120,7 +130,7 @@ def run_case(case):
         if mode != "ga":
             engine.step()
 
-        after = [safe_get_full_fp32_param(p).detach().float().cpu() for p in params]
+        after = [_full_param(safe_get_full_fp32_param, p) for p in params]
         applied = torch.cat([(b - a).flatten() for b, a in zip(before, after)]) / LR
         weights = torch.linalg.lstsq(basis.double(), applied.double().unsqueeze(1)).solution.flatten()
         unexplained = applied.double() - basis.double() @ weights
