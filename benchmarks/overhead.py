@@ -11,6 +11,9 @@ Each scenario runs a ~1M-parameter MLP, fp32, one CPU rank, 8 micro-batches per 
   zero2-ga-7718           ZeRO-2, no offload, GA 8: patched 0.17.6 vs 0.18.6 (fixed since 0.18.3)
   offload-manual-accumulation  ZeRO-2 + offload, GA 1, 8 backward(), no boundary: patched 0.19.8 vs
                           the documented call pattern (boundary set) on 0.19.8 (no upstream fix exists)
+  offload-manual-accumulation-same-calls  the same, against the same calls unpatched (which leak)
+  bf16-last-micro-batch-7985  bf16 + ZeRO-1 + fp32 grad accumulation (BF16_Optimizer), GA 8: patched
+                          0.18.9 vs 0.19.8 (one rank: the cost of the reordering, not its effect)
 A repeat runs both sides once, alternating which goes first; the ratio is patched / upstream of the
 two medians; the table gives the median ratio over the repeats with its min and max.
 Targets: patched / upstream <= 1.02; import <= 15 ms; static doctor <= 1 s; probe <= 60 s.
@@ -41,14 +44,18 @@ steps, mode, offload, patch = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1",
 width, rows = int(sys.argv[5]), int(sys.argv[6])
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.Tanh(), torch.nn.Linear(2 * width, width))
-zero = {"stage": 2, "contiguous_gradients": True, "overlap_comm": False}
+bf16 = mode == "bf16_ga"  # bf16 + ZeRO-1 + fp32 grad accumulation: BF16_Optimizer
+zero = {"stage": 1 if bf16 else 2, "contiguous_gradients": True, "overlap_comm": False}
 if offload:
     zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
-config = {"train_micro_batch_size_per_gpu": rows, "gradient_accumulation_steps": 8 if mode == "ga" else 1,
+config = {"train_micro_batch_size_per_gpu": rows, "gradient_accumulation_steps": 8 if mode.endswith("ga") else 1,
           "gradient_clipping": 0.0, "zero_optimization": zero,
           "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False, "steps_per_print": 1 << 30}
+if bf16:
+    config.update(bf16={"enabled": True}, data_types={"grad_accum_dtype": "fp32"})
 engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1e-3), config=config)
-x, y = torch.randn(rows, width, device=engine.device), torch.randn(rows, width, device=engine.device)
+dtype = next(engine.module.parameters()).dtype
+x, y = torch.randn(rows, width, device=engine.device, dtype=dtype), torch.randn(rows, width, device=engine.device)
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -56,10 +63,10 @@ def step():
     for i in range(8):
         if mode == "multi_backward":
             engine.set_gradient_accumulation_boundary(i == 7)
-        engine.backward(torch.nn.functional.mse_loss(engine(x), y))
-        if mode == "ga":
+        engine.backward(torch.nn.functional.mse_loss(engine(x).float(), y))
+        if mode.endswith("ga"):
             engine.step()
-    if mode != "ga":
+    if not mode.endswith("ga"):
         engine.step()
 for _ in range(5): step()
 times = []
@@ -74,7 +81,11 @@ SCENARIOS = {
     "offload-multi-backward": ("multi_backward", True, "0.18.9", ("0.19.8", "multi_backward")),
     "zero2-ga-7718": ("ga", False, "0.17.6", ("0.18.6", "ga")),
     "offload-manual-accumulation": ("no_boundary", True, "0.19.8", ("0.19.8", "multi_backward")),
+    # the same calls unpatched (they leak): what the patch itself adds to that call pattern
+    "offload-manual-accumulation-same-calls": ("no_boundary", True, "0.19.8", ("0.19.8", "no_boundary")),
+    "bf16-last-micro-batch-7985": ("bf16_ga", False, "0.18.9", ("0.19.8", "bf16_ga")),
 }
+PATCH_OF = {"offload-manual-accumulation-same-calls": "offload-manual-accumulation"}  # else the scenario's name
 
 
 def step_times(version, patched, steps, mode, offload, patch, width=512, rows=8):
@@ -96,7 +107,8 @@ def measure_scenario(name, steps, repeats, width=512, rows=8):
             sides.reverse()  # alternate the order so drift hits both sides alike
         got = {}
         for side, version, side_mode in sides:
-            result = step_times(version, side == "patched", steps, side_mode, offload, name, width, rows)
+            result = step_times(version, side == "patched", steps, side_mode, offload, PATCH_OF.get(name, name),
+                                width, rows)
             got[side] = statistics.median(result["times"])
             states[side] = result["state"]
         for side in got:
@@ -189,12 +201,15 @@ def to_markdown(r):
              f"Optimizer step, {next(iter(r['scenarios'].values()))['parameters'] / 1e6:.1f}M-parameter MLP, "
              f"{next(iter(r['scenarios'].values()))['rows']} rows per micro-batch, fp32, ZeRO-2, one rank on "
              f"{r['meta']['device']}, 8 micro-batches per step. Ratio: "
-             "patched / upstream-fixed of the median step time, median over the interleaved repeats [min, max].", "",
+             "patched / upstream-fixed of the median step time, median over the interleaved repeats [min, max]. "
+             "bf16-last-micro-batch-7985 runs bf16 + ZeRO-1 (BF16_Optimizer).", "",
              "| patch | configuration | patched | upstream-fixed | median step (ms) patched / fixed | ratio [min, max] |",
              "|---|---|---|---|---|---|"]
     for name, s in r["scenarios"].items():
         config = f"{'offload' if s['offload'] else 'no offload'}, {s['mode']}"
         fixed = s["fixed"] + ("" if s["fixed_mode"] == s["mode"] else f" ({s['fixed_mode']})")
+        if s["states"].get("upstream") not in ("not-affected", None):
+            fixed += f" ({s['states']['upstream']})"  # the same release with the patch off
         lines.append(f"| {name} | {config} | {s['affected']} ({s['states'].get('patched')}) | {fixed} | "
                      f"{s['patched_ms']:.2f} / {s['upstream_ms']:.2f} | **{s['ratio_median']:.3f}** "
                      f"[{s['ratio_min']:.3f}, {s['ratio_max']:.3f}] |")

@@ -11,7 +11,6 @@ because its __init__ connects to vLLM.
 import argparse
 import copy
 import json
-import os
 import sys
 from dataclasses import fields
 from types import SimpleNamespace
@@ -219,6 +218,14 @@ def run_actor(strategy, base_model, rank):
     return before - flat_params(actor.model.module)
 
 
+def write_on_rank_0(result, path):
+    """Rank 0 writes the result; every rank waits for it."""
+    if dist.get_rank() == 0:
+        with open(path, "w") as handle:
+            json.dump(result, handle, indent=1)
+    dist.barrier()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--trainer", choices=("sft", "actor"), required=True)
@@ -250,10 +257,7 @@ def main():
         result[label] = {"max_abs_diff": float((update - reference).abs().max()),
                          "relative_diff": float((update - reference).norm() / reference.norm()),
                          "state": sftrl_patches.status(name).state}
-    if rank == 0:
-        with open(options.out, "w") as handle:
-            json.dump(result, handle, indent=1)
-    dist.barrier()
+    write_on_rank_0(result, options.out)
 
 
 if __name__ == "__main__":

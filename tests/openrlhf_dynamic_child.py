@@ -15,7 +15,7 @@ all its samples on all ranks, taken at the parameters the step started from.
 import argparse
 import copy
 import inspect
-import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -258,7 +258,6 @@ def main():
                         help="run the three configurations this many times, interleaved (benchmarks: ppo_train seconds)")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
-    import os
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = make_args(world, options.steps, options.offload)
     from openrlhf.utils.deepspeed import DeepspeedStrategy
@@ -295,10 +294,7 @@ def main():
                 result[label] = {"steps": steps, "states": {n: sftrl_patches.status(n).state for n in names},
                                  "ppo_train_seconds": []}
             result[label]["ppo_train_seconds"].append(seconds)
-    if rank == 0:
-        with open(options.out, "w") as handle:
-            json.dump(result, handle, indent=1)
-    dist.barrier()
+    base.write_on_rank_0(result, options.out)
 
 
 if __name__ == "__main__":

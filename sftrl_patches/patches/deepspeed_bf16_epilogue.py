@@ -13,8 +13,6 @@ original body with that one call made a no-op for its duration (it would add the
 second time). Nothing else changes; with `immediate_grad_update` (gradients added in hooks during
 backward) or any other optimizer the original runs as it is.
 """
-import contextlib
-
 from .._version import VersionRange
 from ..registry import Patch, Target
 
@@ -32,14 +30,6 @@ def _already_run(*args, **kwargs):
     return None
 
 
-@contextlib.contextmanager
-def _epilogue_done(optimizer):
-    """The optimizer's backward_epilogue, a no-op on this instance for the duration of the block."""
-    optimizer.backward_epilogue = _already_run
-    try:
-        yield
-    finally:
-        del optimizer.backward_epilogue  # the class's method again
 
 
 def wrap_backward_epilogue(original):
@@ -48,8 +38,11 @@ def wrap_backward_epilogue(original):
         if not _needs_reordering(optimizer) or "backward_epilogue" in vars(optimizer):
             return original(self, *args, **kwargs)
         optimizer.backward_epilogue()  # 0.19.0's order: the micro-batch into the fp32 buffer first
-        with _epilogue_done(optimizer):
+        optimizer.backward_epilogue = _already_run  # the original's own call, a no-op for this call
+        try:
             return original(self, *args, **kwargs)
+        finally:
+            del optimizer.backward_epilogue  # the class's method again
     return _backward_epilogue
 
 

@@ -20,8 +20,6 @@ loss-aggregation patches' job (openrlhf_loss.py).
 
 ZeRO stages 1 and 2 only, where the bug is measured; other stages are left as they are.
 """
-import inspect
-
 from .._version import VersionRange
 from ..registry import Patch, Target, _logger
 from .openrlhf_loss import DYNAMIC_FLAGS, read_arg
@@ -58,6 +56,7 @@ def _zero_stage(engine):
 def wrap_training_step(model_attribute):
     """model_attribute: 'actor' or 'critic', the trainer attribute holding the trained model."""
     def make_wrapper(original):
+        import inspect  # here, not at import time: `import sftrl_patches` stays light
         step_index = list(inspect.signature(original).parameters).index("step")
 
         def training_step(self, *args, **kwargs):
