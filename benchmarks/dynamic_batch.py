@@ -1,6 +1,6 @@
 """OpenRLHF dynamic batching on OpenRLHF's own ppo_train: what reaches the optimizer, and what the fix costs.
 
-    python benchmarks/dynamic_batch.py               # the matrix below; two rows timed over 32 repeats (about 5 min)
+    python benchmarks/dynamic_batch.py               # the matrix below; two rows timed over 32 repeats (about 4 min)
     python benchmarks/dynamic_batch.py --repeats 1   # accuracy only
 
 Runs tests/openrlhf_dynamic_child.py (3 optimizer steps, 2-4 micro-batches of uneven length per
