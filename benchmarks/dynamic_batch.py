@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import deepspeed_releases  # noqa: E402
-from sftrl_patches.probes import free_port, launch_command  # noqa: E402
+from sftrl_patches.probes import launch_command  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CHILD = os.path.join(ROOT, "tests", "openrlhf_dynamic_child.py")
@@ -40,7 +40,7 @@ CONFIGS = ("unpatched", "deepspeed_only", "patched")
 TIMED = {("0.9.10", "0.18.9", 1, True), ("0.11.2", "0.19.6", 1, False)}
 
 
-def child_env(openrlhf, deepspeed, ranks):
+def child_env(openrlhf, deepspeed):
     folder = os.path.join(ROOT, ".orl-releases", openrlhf)
     if not os.path.isdir(os.path.join(folder, "openrlhf")):
         raise SystemExit(f"OpenRLHF {openrlhf} is not in .orl-releases/ (run .ci/run, or pip install --no-deps "
@@ -50,8 +50,6 @@ def child_env(openrlhf, deepspeed, ranks):
     env = deepspeed_releases.child_env(deepspeed)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, STAND_INS, folder, env.get("PYTHONPATH")]))
     env.update(DS_ACCELERATOR="cpu", PYTHONWARNINGS="ignore", SFTRL_PATCHES_DISABLE="", HF_HUB_OFFLINE="1")
-    if ranks == 1:  # what torch.distributed.run would give a single process
-        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     return env
 
 
@@ -59,7 +57,7 @@ def run_row(openrlhf, deepspeed, ranks, offload, trainer, repeats):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         args = [CHILD, "--trainer", trainer, "--repeats", str(repeats), "--out", out] + (["--offload"] if offload else [])
-        proc = subprocess.run(launch_command(sys.executable, ranks, args), env=child_env(openrlhf, deepspeed, ranks),
+        proc = subprocess.run(launch_command(sys.executable, ranks, args), env=child_env(openrlhf, deepspeed),
                               capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0 or not os.path.exists(out):
             raise SystemExit(f"child failed for {openrlhf}/{deepspeed}/{trainer}:\n{proc.stderr[-3000:]}")

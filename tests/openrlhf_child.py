@@ -102,6 +102,29 @@ def make_actor(base_model):
     return actor
 
 
+def train_config(strategy):
+    """OpenRLHF's own DeepSpeed training config, without the optimizer and scheduler it would build.
+
+    The signature changed in 0.10.4 (`is_actor`) and 0.11 (an optional optimizer dict).
+    """
+    import inspect
+    method = strategy.get_ds_train_config
+    config = method(is_actor=True) if "is_actor" in inspect.signature(method).parameters else method()
+    config = {k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}
+    config["zero_allow_untested_optimizer"] = True  # DeepSpeed asks for it with a torch optimizer
+    return config
+
+
+def sgd_engine(model, config, lr):
+    """deepspeed.initialize over `model` with plain SGD and a constant schedule: (engine, optim, scheduler)."""
+    import deepspeed
+    optim = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
+    engine, optim, _, scheduler = deepspeed.initialize(model=model, optimizer=optim, lr_scheduler=scheduler,
+                                                       config=config, dist_init_required=True)
+    return engine, optim, scheduler
+
+
 def prepare(strategy, actor):
     """The DeepSpeed engine from OpenRLHF's own ZeRO-2 config, driving SGD with lr 1.
 
@@ -109,20 +132,10 @@ def prepare(strategy, actor):
     whose update is not linear in the gradient, so the test builds the same engine with a plain
     SGD optimizer: the update of one step is then exactly the gradient.
     """
-    import deepspeed
-    try:
-        config = strategy.get_ds_train_config(is_actor=True)
-    except TypeError:
-        config = strategy.get_ds_train_config(True)
-    config = {k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}
-    config["zero_allow_untested_optimizer"] = True  # DeepSpeed asks for it with a torch optimizer
+    config = train_config(strategy)
     assert config["zero_optimization"]["stage"] == 2
-    optim = torch.optim.SGD(actor.model.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
-    engine, optim, _, scheduler = deepspeed.initialize(model=actor.model, optimizer=optim, lr_scheduler=scheduler,
-                                                       config=config, dist_init_required=True)
-    assert engine.gradient_accumulation_steps() == GA
-    actor.model = engine
+    actor.model, optim, scheduler = sgd_engine(actor.model, config, lr=1.0)
+    assert actor.model.gradient_accumulation_steps() == GA
     return actor, optim, scheduler
 
 
@@ -186,13 +199,16 @@ def experiences(rank):
 def actor_token_losses(model):
     for rank in (0, 1):
         for experience in experiences(rank):
-            mask = experience.action_mask
-            logps = model(experience.sequences, action_mask=mask, attention_mask=experience.attention_mask)
-            # PolicyLoss per token, before its reduction: -min(ratio*A, clip(ratio)*A)
-            ratio = (logps - experience.action_log_probs).exp()
-            adv = experience.advantages
-            per_token = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
-            yield per_token, mask.float()
+            yield policy_token_losses(model, experience)
+
+
+def policy_token_losses(model, experience):
+    """PolicyLoss per token, before its reduction: -min(ratio*A, clip(ratio)*A); and the token mask."""
+    mask = experience.action_mask
+    logps = model(experience.sequences, action_mask=mask, attention_mask=experience.attention_mask)
+    ratio = (logps - experience.action_log_probs).exp()
+    adv = experience.advantages
+    return -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv), mask.float()
 
 
 def run_actor(strategy, base_model, rank):

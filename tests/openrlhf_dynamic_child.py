@@ -14,7 +14,6 @@ all its samples on all ranks, taken at the parameters the step started from.
 """
 import argparse
 import copy
-import inspect
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ import torch.distributed as dist
 
 import openrlhf_child as base  # CPU shims and sftrl_patches are armed on import
 import sftrl_patches
+from sftrl_patches.probes.deepspeed_offload import fit_weights, prepare_environment
 
 SAMPLES_PER_STEP = 4      # per rank
 MAX_TOKENS_PER_GPU = 32   # splits each step's samples into 2-4 micro-batches of uneven size
@@ -96,10 +96,7 @@ def critic_model():
 
 
 def engine_config(strategy, offload):
-    method = strategy.get_ds_train_config
-    config = method(is_actor=True) if "is_actor" in inspect.signature(method).parameters else method()
-    config = {k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}
-    config["zero_allow_untested_optimizer"] = True
+    config = base.train_config(strategy)
     config["zero_force_ds_cpu_optimizer"] = False  # SGD with the optimizer offloaded
     assert config["gradient_accumulation_steps"] == 1, config  # what dynamic batching asks of DeepSpeed
     assert (config["zero_optimization"]["offload_optimizer"]["device"] == "cpu") == offload
@@ -109,15 +106,6 @@ def engine_config(strategy, offload):
 LR = 0.5  # a power of two (update / LR is exact) small enough to keep the critic tame
 
 
-def initialize(model, config):
-    import deepspeed
-    optim = torch.optim.SGD(model.parameters(), lr=LR)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
-    engine, optim, _, scheduler = deepspeed.initialize(model=model, optimizer=optim, lr_scheduler=scheduler,
-                                                       config=config, dist_init_required=True)
-    return engine, optim, scheduler
-
-
 def make_trainer(kind, strategy, models, offload, rank, steps):
     from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
     config = engine_config(strategy, offload)
@@ -125,7 +113,7 @@ def make_trainer(kind, strategy, models, offload, rank, steps):
         from openrlhf.models import PolicyLoss
         from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer as Trainer
         actor = base.make_actor(models["actor"])
-        actor.model, optim, scheduler = initialize(actor.model, config)
+        actor.model, optim, scheduler = base.sgd_engine(actor.model, config, LR)
         trainer = Trainer.__new__(Trainer)
         trainer.actor, trainer.actor_optim, trainer.actor_scheduler = actor, optim, scheduler
         trainer.actor_loss_fn, trainer.ema_model = PolicyLoss(), None
@@ -134,8 +122,8 @@ def make_trainer(kind, strategy, models, offload, rank, steps):
         from openrlhf.models import ValueLoss
         from openrlhf.trainer.ray.ppo_critic import CriticPPOTrainer as Trainer
         trainer = Trainer.__new__(Trainer)
-        trainer.critic, trainer.critic_optim, trainer.critic_scheduler = initialize(
-            copy.deepcopy(models["critic"]), config)
+        trainer.critic, trainer.critic_optim, trainer.critic_scheduler = base.sgd_engine(
+            copy.deepcopy(models["critic"]), config, LR)
         trainer.critic_loss_fn = ValueLoss(None)
         module = trainer.critic.module
     trainer.strategy, trainer.args = strategy, strategy.args
@@ -148,19 +136,15 @@ def make_trainer(kind, strategy, models, offload, rank, steps):
     return trainer, module
 
 
-def flat(module):
-    return torch.cat([p.detach().float().flatten() for p in module.parameters()])
-
-
 def record_steps(strategy, module):
     """Wrap strategy.optimizer_step: the parameters before each step and the update it made."""
     steps = []
     original = strategy.optimizer_step
 
     def optimizer_step(*args, **kwargs):
-        before = flat(module)
+        before = base.flat_params(module)
         result = original(*args, **kwargs)
-        steps.append((before, (before - flat(module)) / LR))
+        steps.append((before, (before - base.flat_params(module)) / LR))
         return result
     strategy.optimizer_step = optimizer_step
     return steps, lambda: vars(strategy).pop("optimizer_step", None)
@@ -178,12 +162,9 @@ def step_micro_batches(buffer):
 
 
 def token_losses(kind, model, item):
-    mask = item.action_mask
     if kind == "actor":
-        logps = model(item.sequences, action_mask=mask, attention_mask=item.attention_mask)
-        ratio = (logps - item.action_log_probs).exp()
-        adv = item.advantages
-        return -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv), mask.float()
+        return base.policy_token_losses(model, item)
+    mask = item.action_mask
     values = model(item.sequences, action_mask=mask, attention_mask=item.attention_mask)
     return 0.5 * (values - item.returns) ** 2, mask.float()
 
@@ -212,8 +193,7 @@ def compare(update, gradients):
     this step explains (a leak from earlier steps), relative to the reference.
     """
     reference = gradients.sum(dim=1)
-    weights = torch.linalg.lstsq(gradients.double(), update.double().unsqueeze(1)).solution.squeeze(1)
-    residual = update.double() - gradients.double() @ weights
+    weights, residual = fit_weights(gradients, update)
     return {"max_abs_diff": float((update - reference).abs().max()),
             "relative_diff": float((update - reference).norm() / reference.norm()),
             "weights": [round(float(w), 4) for w in weights],
@@ -258,7 +238,8 @@ def main():
                         help="run the three configurations this many times, interleaved (benchmarks: ppo_train seconds)")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    prepare_environment()  # one rank without torch.distributed.run: its variables, on loopback
+    world = int(os.environ["WORLD_SIZE"])
     args = make_args(world, options.steps, options.offload)
     from openrlhf.utils.deepspeed import DeepspeedStrategy
     strategy = DeepspeedStrategy(seed=0, max_norm=0.0, micro_train_batch_size=1,

@@ -15,7 +15,7 @@ from conftest import (AFFECTED, DS_OF_ORL_NEWEST, MULTI_RANK, ORL_NEWEST, ROOT, 
                       require_openrlhf, run_python)
 
 sys.path.insert(0, ROOT)
-from sftrl_patches.probes import free_port, launch_command  # noqa: E402
+from sftrl_patches.probes import launch_command  # noqa: E402
 
 # (OpenRLHF, DeepSpeed, ranks, --adam_offload): the paper's release on two ranks and, with the
 # optimizer offloaded, on its DeepSpeed; on a DeepSpeed of #7718's window (what 0.8.11 and 0.9.0 pin);
@@ -29,9 +29,6 @@ def run_child(version, deepspeed, ranks, offload, trainer, tmp_path):
     env = require_openrlhf(version, deepspeed)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     env.update(DS_ACCELERATOR="cpu", PYTHONWARNINGS="ignore", SFTRL_PATCHES_DISABLE="")
-    # One rank is a plain process: give it what torch.distributed.run would (OpenRLHF's strategy
-    # initialises torch.distributed from the environment).
-    env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     out = tmp_path / "result.json"
     script = os.path.join(ROOT, "tests", "openrlhf_dynamic_child.py")
     command = launch_command(sys.executable, ranks, [script, "--trainer", trainer, "--out", str(out)]

@@ -63,10 +63,11 @@ def wrap_training_step(model_attribute):
             if not read_arg(getattr(self, "args", None), *DYNAMIC_FLAGS, default=False):
                 return original(self, *args, **kwargs)
             engine = _engine(getattr(self, model_attribute, None))
+            stage = None if engine is None else _zero_stage(engine)
             if engine is None:
                 _warn_once(f"no DeepSpeed engine found on {type(self).__name__}.{model_attribute}")
-            elif _zero_stage(engine) not in (1, 2):
-                _warn_once(f"ZeRO stage {_zero_stage(engine)} (the patch covers stages 1 and 2)")
+            elif stage not in (1, 2):
+                _warn_once(f"ZeRO stage {stage} (the patch covers stages 1 and 2)")
             else:
                 try:
                     step = kwargs["step"] if "step" in kwargs else args[step_index - 1]

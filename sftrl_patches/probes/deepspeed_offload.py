@@ -86,6 +86,14 @@ def _full_param(safe_get_full_fp32_param, param):
     return (param if full is None else full).detach().float().cpu()
 
 
+def fit_weights(basis, applied):
+    """Least-squares weight of each column of `basis` (one gradient per micro-batch) in `applied`,
+    and the part of `applied` that no combination of them explains (float64)."""
+    import torch
+    weights = torch.linalg.lstsq(basis.double(), applied.double().unsqueeze(1)).solution.flatten()
+    return weights, applied.double() - basis.double() @ weights
+
+
 def run_case(case):
     import torch
     import deepspeed
@@ -132,8 +140,7 @@ def run_case(case):
 
         after = [_full_param(safe_get_full_fp32_param, p) for p in params]
         applied = torch.cat([(b - a).flatten() for b, a in zip(before, after)]) / LR
-        weights = torch.linalg.lstsq(basis.double(), applied.double().unsqueeze(1)).solution.flatten()
-        unexplained = applied.double() - basis.double() @ weights
+        weights, unexplained = fit_weights(basis, applied)
         expected_after = torch.cat([b.flatten() for b in before]) - LR * expected_grad
         norm = engine.get_global_grad_norm()
         steps.append({
