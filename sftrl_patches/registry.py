@@ -78,8 +78,8 @@ class Patch:
     """A known bug: where it lives, which releases have it, and (unless targets is empty) the fix."""
 
     def __init__(self, name, title, distribution, affected, fixed_in=None, verified_through=None, targets=(),
-                 conditions="", links=(), remediation="", no_patch_reason="", requires=(), advisory=False,
-                 effect=""):
+                 when=None, links=(), remediation="", no_patch_reason="", requires=(), advisory=False,
+                 effect="", impact=""):
         self.name = name
         self.title = title
         self.distribution = distribution
@@ -87,13 +87,19 @@ class Patch:
         self.fixed_in = fixed_in                  # first upstream release with the fix, None if none yet
         self.verified_through = verified_through  # newest release checked; matters only while fixed_in is None
         self.targets = tuple(targets)             # empty: a documented bug with no patch
-        self.conditions = conditions
+        self.when = when                          # conditions.Predicate over a run description, None: any run
         self.links = tuple(links)
         self.remediation = remediation
         self.no_patch_reason = no_patch_reason
         self.requires = tuple(requires)           # patches that must be applied (or not needed) first
         self.advisory = advisory                  # the bug needs a run-time option we cannot see: warn, not fail
         self.effect = effect                      # what an unpatched run under `conditions` gets, measured
+        self.impact = impact                      # the same for one run, str.format over its description
+
+    @property
+    def conditions(self):
+        """The `when:` text, rendered from the predicate."""
+        return str(self.when) if self.when is not None else ""
 
     @property
     def target_modules(self):

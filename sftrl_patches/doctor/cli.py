@@ -28,7 +28,8 @@ def build_parser():
     parser = _Parser(prog="sftrl-doctor", description=__doc__.split("\n\n")[0],
                      epilog="Static by default: reads installed metadata and source files, imports neither "
                             "torch nor DeepSpeed. --probe runs a tiny training step in child interpreters; "
-                            "`sftrl-doctor ray` asks Ray workers on every node.")
+                            "`sftrl-doctor ray` asks Ray workers on every node. `sftrl-doctor audit --help`: "
+                            "was a run made elsewhere hit, from its versions, configs and launch command.")
     parser.add_argument("checks", nargs="*", metavar="CHECK", help="run only these checks (see --list-checks)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (schema sftrl-doctor/1)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -44,6 +45,10 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["audit"]:
+        from ..audit.cli import main as audit_main
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         import sftrl_patches

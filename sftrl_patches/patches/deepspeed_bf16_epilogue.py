@@ -14,6 +14,7 @@ second time). Nothing else changes; with `immediate_grad_update` (gradients adde
 backward) or any other optimizer the original runs as it is.
 """
 from .._version import VersionRange
+from ..conditions import All, Any, Fact, several_ranks
 from ..registry import Patch, Target
 
 MODULE = "deepspeed.runtime.engine"
@@ -62,8 +63,14 @@ BF16_EPILOGUE = Patch(
         Target("deepspeed.runtime.bf16_optimizer", "BF16_Optimizer", "backward_epilogue", None,
                fingerprints={"33853027a24698d0": "0.18.3-0.19.8"}),
     ),
-    conditions="bf16 with ZeRO stage 1 and data_types.grad_accum_dtype=fp32 (or bf16 with pipeline parallelism), "
-               "more than one data-parallel rank, immediate_grad_update off (the default); any GA, 1 included",
+    # DeepSpeed picks BF16_Optimizer for these two (engine._do_optimizer_sanity_check); any GA, 1 included.
+    when=All(Fact("precision", "==", "bf16"),
+             Any(All(Fact("zero_stage", "==", 1), Fact("grad_accum_dtype", "==", "fp32"),
+                     Fact("offload_optimizer", "==", "none", "no optimizer offload")),
+                 All(Fact("zero_stage", "==", 0), Fact("pipeline_parallel", "==", True))),
+             several_ranks(), Fact("immediate_grad_update", "==", False)),
+    impact="each of the {data_parallel_size} ranks steps its part of the parameters with its own, un-averaged "
+           "last micro-batch",
     effect=("measured with the probe on two gloo ranks, 3 SGD steps (tests/test_deepspeed.py): on 0.18.5 and 0.18.6 "
             "each rank updates its part of the parameters with its own, un-averaged last micro-batch (GA 4: "
             "micro-batch weights 0.25-1.80 where 1 is right, 17-33% of the update unexplained; GA 1: the whole "

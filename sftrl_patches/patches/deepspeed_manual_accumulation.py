@@ -14,6 +14,7 @@ fp32 gradient buffer (zero if the parameter had no gradient then); the original 
 writes back as it does for any later micro-step. The documented pattern (first backward not a
 boundary) never reaches this code, and neither does the common single backward per step.
 """
+from ..conditions import All, Any, Fact, several_micro_batches
 from ..registry import Patch, Target
 from .._version import VersionRange
 from .deepspeed_offload import ASYNC_ACCUMULATE_CORRECT, COPY_GRADS_FIXED, MODULE, OWNER, _at_boundary, \
@@ -89,6 +90,9 @@ def _before_copy(optimizer, param, args, kwargs):
         window.seeded.add(param_id)
 
 
+NO_BOUNDARY = Fact("accumulation", "==", "manual", "several engine.backward() calls before one step() without "
+                   "set_gradient_accumulation_boundary")
+
 MANUAL_ACCUMULATION_LEAK = Patch(
     name="deepspeed-offload-manual-accumulation",
     title="ZeRO-1/2 + offload_optimizer=cpu + GA=1 with several backward() per step and no boundary set: "
@@ -100,8 +104,10 @@ MANUAL_ACCUMULATION_LEAK = Patch(
              # relied on: at micro-steps after the first, add the CPU accumulator and write the sum back
              Target(MODULE, OWNER, "async_accumulate_grad_in_cpu_via_gpu", None, {
                  fp: shape for fp, shape in ASYNC_ACCUMULATE_CORRECT.items() if not shape.startswith("0.14")})),
-    conditions="ZeRO stage 1 or 2, offload_optimizer.device=cpu, gradient_accumulation_steps=1, several "
-               "engine.backward() calls before one step() without set_gradient_accumulation_boundary",
+    when=All(Fact("zero_stage", "in", (1, 2)), Fact("offload_optimizer", "==", "cpu"),
+             Fact("gradient_accumulation_steps", "==", 1), several_micro_batches(), NO_BOUNDARY),
+    impact="the first optimizer step loses its first micro-batch, and every later step also carries the "
+           "gradients of all earlier steps",
     links=("https://github.com/deepspeedai/DeepSpeed/pull/7981 (0.19.0, where the accumulation path began)",
            "https://github.com/OpenRLHF/OpenRLHF/issues/1131"),
     remediation="Mark every backward but the last with engine.set_gradient_accumulation_boundary(False), or set "
@@ -116,9 +122,13 @@ MANUAL_ACCUMULATION_LAST_ONLY = Patch(
     distribution="deepspeed",
     affected=VersionRange(None, None),
     verified_through="0.19.8",
-    conditions="ZeRO stage 1 or 2, gradient_accumulation_steps=1, several engine.backward() calls before one step() "
-               "without set_gradient_accumulation_boundary; no optimizer offload on >=0.17.6, or "
-               "offload_optimizer.device=cpu on <0.19.0",
+    when=All(Fact("zero_stage", "in", (1, 2)), Fact("gradient_accumulation_steps", "==", 1),
+             several_micro_batches(), NO_BOUNDARY,
+             Any(All(Fact("offload_optimizer", "==", "none", "no optimizer offload"),
+                     Fact("version:deepspeed", ">=", "0.17.6")),
+                 All(Fact("offload_optimizer", "==", "cpu"), Fact("version:deepspeed", "<", "0.19.0")))),
+    impact="only the last of the {micro_batches_per_step} backward calls of every step reaches the optimizer "
+           "(0.17.6-0.18.2 without offload: a TypeError in the second backward)",
     no_patch_reason=(
         "every backward() is a boundary, and each boundary makes that backward the step's gradient. Measured on CPU "
         "over 3 optimizer steps (benchmarks/results/deepspeed_matrix.md, probe mode no_boundary), ZeRO-1 and "

@@ -5,6 +5,7 @@ before the regression (0.15.1): on every micro-step that is not the accumulation
 the running gradient sum back to the CPU accumulator. Upstream 0.19.0 instead copies on every
 micro-step, which is wrong for ZeRO-1 on 0.15.2-0.16.4 (they count micro-steps differently).
 """
+from ..conditions import All, Fact, several_micro_batches
 from ..registry import Patch, Target
 from .._version import VersionRange
 
@@ -86,8 +87,11 @@ OFFLOAD_GA_DROP = Patch(
     fixed_in="0.19.0",
     targets=(Target(MODULE, OWNER, "async_accumulate_grad_in_cpu_via_gpu", wrap_async_accumulate,
                     ASYNC_ACCUMULATE_BROKEN, ASYNC_ACCUMULATE_CORRECT),),
-    conditions="ZeRO stage 2 (stage 1 measured unaffected), offload_optimizer.device=cpu, "
-               "gradient_accumulation_steps > 2",
+    # ZeRO-1 runs the same method and measured unaffected.
+    when=All(Fact("zero_stage", "==", 2), Fact("offload_optimizer", "==", "cpu"),
+             Fact("gradient_accumulation_steps", ">", 2)),
+    impact="the optimizer sees micro-batches 1 and {gradient_accumulation_steps} of every "
+           "{gradient_accumulation_steps}; the ones between are dropped",
     links=("https://github.com/deepspeedai/DeepSpeed/pull/6550 (regression, 0.15.2)",
            "https://github.com/deepspeedai/DeepSpeed/pull/7967 (fix, 0.19.0)"),
     remediation="Upgrade to deepspeed>=0.19.0, or keep `import sftrl_patches` active in every training process.",
@@ -101,8 +105,11 @@ OFFLOAD_MULTI_BACKWARD = Patch(
     fixed_in="0.19.0",
     targets=(Target(MODULE, OWNER, "copy_grads_in_partition", wrap_copy_grads_in_partition,
                     COPY_GRADS_BROKEN, COPY_GRADS_FIXED),),
-    conditions="ZeRO stage 2, offload_optimizer.device=cpu, gradient_accumulation_steps=1, several "
-               "engine.backward() calls before one step() with set_gradient_accumulation_boundary",
+    when=All(Fact("zero_stage", "==", 2), Fact("offload_optimizer", "==", "cpu"),
+             Fact("gradient_accumulation_steps", "==", 1), several_micro_batches(),
+             Fact("accumulation", "==", "boundary", "the loop marks the boundary with "
+                  "set_gradient_accumulation_boundary")),
+    impact="the optimizer sees only the last of the {micro_batches_per_step} micro-batches of every step",
     links=("https://github.com/deepspeedai/DeepSpeed/pull/7981 (fix, 0.19.0)",),
     remediation="Upgrade to deepspeed>=0.19.0, or keep `import sftrl_patches` active in every training process.",
     # On 0.15.2-0.18.9 the accumulation this patch adds goes through the method the first patch fixes.

@@ -11,6 +11,7 @@ original it sets `averaged_gradients[i]` to what steers the original into the br
 (a placeholder when a sum is running, None when none is), and afterwards puts back every value the
 original did not replace. The original body runs unchanged.
 """
+from ..conditions import All, Any, Fact, several_micro_batches
 from ..registry import Patch, Target
 from .._version import VersionRange
 from .deepspeed_offload import MODULE, OWNER
@@ -79,7 +80,11 @@ ZERO2_GA_7718 = Patch(
     fixed_in="0.18.3",
     targets=(Target(MODULE, OWNER, "independent_gradient_partition_epilogue", wrap_epilogue,
                     EPILOGUE_BROKEN, EPILOGUE_CORRECT),),
-    conditions="ZeRO stage 2, no optimizer offload, gradient_accumulation_steps > 1",
+    when=All(Fact("zero_stage", "==", 2), Fact("offload_optimizer", "==", "none", "no optimizer offload"),
+             Any(Fact("gradient_accumulation_steps", ">", 1),
+                 All(several_micro_batches(), Fact("accumulation", "==", "boundary",
+                                                   "the loop marks the boundary")))),
+    impact="the optimizer sees only the last of the {micro_batches_per_step} micro-batches of every step",
     links=("https://github.com/deepspeedai/DeepSpeed/issues/7718",
            "https://github.com/deepspeedai/DeepSpeed/pull/7665 (fix, 0.18.3)",
            "https://github.com/huggingface/trl/issues/4540"),

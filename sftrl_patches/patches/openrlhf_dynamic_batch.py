@@ -20,9 +20,10 @@ loss-aggregation patches' job (openrlhf_loss.py).
 
 ZeRO stages 1 and 2 only, where the bug is measured; other stages are left as they are.
 """
-from .._version import VersionRange
+from .._version import VersionRange, parse
+from ..conditions import All, Any, Fact
 from ..registry import Patch, Target, _logger
-from .openrlhf_loss import DYNAMIC_FLAGS, read_arg
+from .openrlhf_loss import DYNAMIC_FLAGS, RL_RUN, read_arg
 
 DISTRIBUTION = "openrlhf"
 NAME = "openrlhf-dynamic-batch-zero12"
@@ -82,6 +83,22 @@ def wrap_training_step(model_attribute):
 
 
 # Fingerprints from sftrl_patches._fingerprint over every release's wheel (0.8.6-0.11.2).
+
+def dynamic_batch_impact(run):
+    """What the run's DeepSpeed makes of the micro-batches (measured: benchmarks/results/dynamic_batch.md)."""
+    version = parse(run.get("versions", {}).get("deepspeed") or "")
+    offload = run.get("offload_optimizer") == "cpu"
+    if version is None:
+        return ("depending on DeepSpeed: a crash in the second backward (0.17.6-0.18.2), only the last micro-batch "
+                "of each step (0.18.3-0.19.x), or with --adam_offload on 0.19.x a lost first micro-batch and "
+                "earlier steps carried into later ones")
+    if parse("0.17.6") <= version < parse("0.18.3") and not offload:
+        return "the second backward of a step raises TypeError (OpenRLHF #1131)"
+    if version >= parse("0.19.0") and offload:
+        return ("step 1 loses its first micro-batch, and every later update also carries the gradients of all "
+                "earlier steps")
+    return "the optimizer sees only the last micro-batch of every step"
+
 DYNAMIC_BATCH = Patch(
     name=NAME,
     title="OpenRLHF dynamic batching with ZeRO-1/2: DeepSpeed is never told which backward() ends a step",
@@ -105,7 +122,13 @@ DYNAMIC_BATCH = Patch(
                fingerprints={"2c81902e94c687fc": "0.8.6-0.9.7", "d740262ad4c167e0": "0.9.8-0.10.1.post2",
                              "61d088883659b010": "0.10.2", "f3ee06f22fa5c25e": "0.10.3-0.11.2"}),
     ),
-    conditions="--use_dynamic_batch (<= 0.10.1) or --train.dynamic_batch_enable (>= 0.10.2) with ZeRO stage 1 or 2",
+    when=All(RL_RUN, Fact("dynamic_batch", "==", True, "--use_dynamic_batch (<= 0.10.1) or "
+                          "--train.dynamic_batch_enable (>= 0.10.2)"), Fact("zero_stage", "in", (1, 2)),
+             # Without offload, DeepSpeed before 0.17.6 sums backward calls with no boundary set.
+             Any(Fact("offload_optimizer", "==", "cpu"),
+                 All(Fact("offload_optimizer", "==", "none", "no optimizer offload"),
+                     Fact("version:deepspeed", ">=", "0.17.6")))),
+    impact=dynamic_batch_impact,
     links=("https://github.com/OpenRLHF/OpenRLHF/issues/1131", "https://github.com/deepspeedai/DeepSpeed/pull/7981"),
     effect=("measured on OpenRLHF's own ppo_train, 3 steps of 2-4 uneven micro-batches (benchmarks/results/"
             "dynamic_batch.md): DeepSpeed 0.17.6-0.18.2 (OpenRLHF 0.8.11, 0.9.0) crash in the second backward (#1131); "

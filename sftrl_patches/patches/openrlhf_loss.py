@@ -17,11 +17,17 @@ Left as they are, with a warning: ring attention, tensor parallel, sequence-leve
 import functools
 
 from .._version import VersionRange
+from ..conditions import All, Any, Fact, several_micro_batches, several_ranks
 from ..registry import Patch, Target, _logger
 
 DISTRIBUTION = "openrlhf"
 FIXED_IN = "0.10.4"
 LINKS = ("https://github.com/OpenRLHF/OpenRLHF/pull/1249", "https://arxiv.org/abs/2604.23747")
+SFT_RUN = Fact("trainer", "==", "openrlhf-sft", "OpenRLHF's SFT trainer")
+RL_RUN = Fact("trainer", "==", "openrlhf-ppo", "OpenRLHF's PPO/GRPO trainer")
+MEANS_OF_MEANS = ("the step's loss is a mean of {micro_batches_per_step} micro-batch means on each of "
+                  "{data_parallel_size} data-parallel ranks, not a mean over the step's tokens: a token in a short "
+                  "micro-batch or on a rank with few tokens weighs more than one elsewhere")
 UPGRADE = ("upgrade to openrlhf>=0.10.4 (it pins deepspeed>=0.19.1), or stay on a release this "
            "package patches (SFT 0.7.0-0.10.3, PPO/GRPO 0.8.6-0.10.3)")
 
@@ -171,7 +177,8 @@ SFT = Patch(
         Target("openrlhf.models.loss", "SFTLoss", "forward", None,
                fingerprints={"427bbe3d391a88b2": "0.7.0-0.10.2", "40b76af85a819045": "0.10.3-0.11.2"}),
     ),
-    conditions="any SFT run with gradient accumulation > 1 or more than one data-parallel rank",
+    when=All(SFT_RUN, Any(several_micro_batches(), several_ranks())),
+    impact=MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
 )
@@ -199,7 +206,8 @@ ACTOR = Patch(
                fixed_fingerprints={"9853f090d748afed": "0.10.4-0.11.0", "7123b1f53d31ffc3": "0.11.1",
                                    "327ba02586f48941": "0.11.2"}),
     ),
-    conditions="PPO/GRPO training with more than one micro-batch per optimizer step or several ranks",
+    when=All(RL_RUN, Any(several_micro_batches(), several_ranks())),
+    impact="policy, KL and entropy losses: " + MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
 )
@@ -221,7 +229,8 @@ CRITIC = Patch(
                              "d76c1e78e29a2561": "0.10.2", "77ca7409f7ebba8f": "0.10.3"},
                fixed_fingerprints={"039e7e73874effd6": "0.10.4", "0f0759133d976561": "0.11.0-0.11.2"}),
     ),
-    conditions="PPO with a critic, more than one micro-batch per optimizer step or several ranks",
+    when=All(RL_RUN, Fact("critic", "==", True), Any(several_micro_batches(), several_ranks())),
+    impact="value loss: " + MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
 )
@@ -233,6 +242,8 @@ SFT_BEFORE_0_7 = Patch(
     affected=VersionRange(None, "0.7.0"),
     fixed_in=FIXED_IN,
     no_patch_reason="GPTLMLoss-era trainers are not patched by this package",
+    when=All(SFT_RUN, Any(several_micro_batches(), several_ranks())),
+    impact=MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
 )
@@ -244,6 +255,8 @@ RL_BEFORE_0_8_6 = Patch(
     affected=VersionRange(None, "0.8.6"),
     fixed_in=FIXED_IN,
     no_patch_reason="actor/critic trainers before 0.8.6 are not patched by this package",
+    when=All(RL_RUN, Any(several_micro_batches(), several_ranks())),
+    impact=MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
 )

@@ -1,0 +1,139 @@
+"""sftrl-doctor audit: was a run, made here or elsewhere, hit by a known silent gradient bug?
+
+Reads versions, config files and the launch command the run used; says for every known bug
+`hit`, `not-hit` or `unknown`, with the facts that decided it.
+Exit codes: 0 nothing hit, 1 something hit (an unknown too with --strict), 2 usage error or
+unreadable input, 3 the audit itself failed.
+"""
+import argparse
+import json
+import sys
+
+from .inputs import InputError
+
+EXIT_OK, EXIT_HIT, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+SCHEMA = "sftrl-audit/1"
+_RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
+              "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
+              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "loss_agg_mode")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"sftrl-doctor audit: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser():
+    parser = _Parser(
+        prog="sftrl-doctor audit",
+        usage="sftrl-doctor audit [--versions DIST==VER[,DIST==VER...]] [--requirements FILE] [--config FILE]... "
+              "[--world-size N] [--json] [--strict] [-- COMMAND ARGS...]",
+        description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " "),
+        epilog="Example: sftrl-doctor audit --versions deepspeed==0.18.9,openrlhf==0.9.10 -- deepspeed --num_gpus 8 "
+               "--module openrlhf.cli.train_sft --zero_stage 2 --adam_offload --train_batch_size 64 "
+               "--micro_train_batch_size 1")
+    parser.add_argument("--versions", action="append", metavar="DIST==VER[,DIST==VER...]",
+                        help="the run's versions (default: --requirements, else what is installed here)")
+    parser.add_argument("--requirements", metavar="FILE", help="a requirements or `pip freeze` file with the run's pins")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="a DeepSpeed JSON, accelerate YAML, TrainingArguments JSON/YAML or Llama-Factory YAML "
+                             "(repeatable)")
+    parser.add_argument("--world-size", type=int, metavar="N",
+                        help="processes of the run, where the launch command does not say")
+    parser.add_argument("--json", action="store_true", help=f"print the audit as JSON (schema {SCHEMA})")
+    parser.add_argument("--strict", action="store_true", help="exit 1 on `unknown` too")
+    return parser
+
+
+def _split_command(argv):
+    if "--" in argv:
+        index = argv.index("--")
+        return argv[:index], argv[index + 1:]
+    return argv, None
+
+
+def run_audit(args, command):
+    """(report dict, exit code). InputError propagates."""
+    import sftrl_patches
+    from .gather import build_run
+    from .inputs import installed_versions, parse_versions_option, read_requirements
+    from .verdict import HIT, UNKNOWN, audit
+
+    if args.world_size is not None and args.world_size < 1:
+        raise InputError(f"--world-size: expected a positive number, got {args.world_size}")
+    if args.versions:
+        versions, source = parse_versions_option(args.versions), "--versions"
+        if args.requirements:
+            versions = {**read_requirements(args.requirements), **versions}
+            source = f"--versions over {args.requirements}"
+    elif args.requirements:
+        versions, source = read_requirements(args.requirements), args.requirements
+    else:
+        versions, source = installed_versions(), "installed here"
+    run = build_run(versions, args.config, command, args.world_size)
+    findings = audit(sftrl_patches.PATCHES.values(), run)
+    report = {"schema": SCHEMA, "versions": versions, "versions_from": source,
+              "run": {k: run[k] for k in _RUN_ORDER if k in run}, "sources": run["sources"],
+              "command": command, "findings": findings}
+    verdicts = {f["verdict"] for f in findings}
+    code = EXIT_HIT if HIT in verdicts or (args.strict and UNKNOWN in verdicts) else EXIT_OK
+    return report, code
+
+
+def _describe_run(run):
+    parts = []
+    labels = {"trainer": "", "zero_stage": "ZeRO-", "offload_optimizer": "offload ",
+              "gradient_accumulation_steps": "GA ", "data_parallel_size": "data-parallel ranks ",
+              "precision": "", "accumulation": "accumulation: ", "dynamic_batch": "dynamic batching ",
+              "critic": "critic "}
+    for key, label in labels.items():
+        if key in run:
+            value = run[key]
+            value = ("on" if value else "off") if isinstance(value, bool) else value
+            parts.append(f"{label}{value}")
+    return ", ".join(parts) or "nothing known"
+
+
+def to_text(report):
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items()) or "none"
+    lines = [f"sftrl-doctor audit: versions {versions} ({report['versions_from']})",
+             f"run: {_describe_run(report['run'])}"]
+    order = {"hit": 0, "unknown": 1, "not-hit": 2}
+    for f in sorted(report["findings"], key=lambda f: order[f["verdict"]]):
+        if f["verdict"] == "not-hit":
+            lines.append(f"  not-hit  {f['check']}: {f['because'][0] if f['because'] else ''}")
+            continue
+        lines.append("")
+        lines.append(f"{f['verdict'].upper():8} {f['check']}: {f['title']}")
+        for reason in f["because"]:
+            lines.append(f"    because: {reason}")
+        for missing in f["missing"]:
+            lines.append(f"    missing: {missing}")
+        lines.append(f"    effect:  {f['effect']}" if f["verdict"] == "hit" else f"    if hit:  {f['effect']}")
+        lines.append(f"    fix:     {f['remediation']}")
+    hits = sum(f["verdict"] == "hit" for f in report["findings"])
+    unknown = sum(f["verdict"] == "unknown" for f in report["findings"])
+    lines.append("")
+    lines.append(f"{hits} hit, {unknown} unknown, {len(report['findings']) - hits - unknown} not hit")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, command = _split_command(argv)
+    args = build_parser().parse_args(own)
+    if command == []:
+        sys.stderr.write("sftrl-doctor audit: error: nothing after `--`: give the launch command\n")
+        return EXIT_USAGE
+    try:
+        report, code = run_audit(args, command)
+    except InputError as exc:
+        sys.stderr.write(f"sftrl-doctor audit: error: {exc}\n")
+        return EXIT_USAGE
+    except Exception as exc:  # the audit itself failed: distinct from "hit" and from bad input
+        sys.stderr.write(f"sftrl-doctor audit: internal error: {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILED
+    print(json.dumps(report, indent=2) if args.json else to_text(report))
+    return code

@@ -1,0 +1,285 @@
+"""From configs, flags and versions to one normalised run description (sftrl_patches.conditions.FIELDS).
+
+Each framework's settings are read the way that framework reads them, and every fact keeps where
+it came from. The same readers serve the run-time report (sftrl_patches.runtime_report), which
+hands them the live DeepSpeed config and OpenRLHF's parsed arguments.
+"""
+from .inputs import InputError
+
+_DTYPES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "torch.float32": "fp32",
+           "fp16": "fp16", "float16": "fp16", "half": "fp16", "torch.float16": "fp16",
+           "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16"}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", "none", ""}
+
+
+class RunBuilder:
+    """Facts with their sources; the first source to give a field wins, so callers go from specific to general."""
+
+    def __init__(self):
+        self.facts = {}
+        self.sources = {}
+
+    def offer(self, field, value, source):
+        if value is not None and field not in self.facts:
+            self.facts[field] = value
+            self.sources[field] = source
+
+    def description(self, versions):
+        return dict(self.facts, versions=dict(versions), sources=dict(self.sources))
+
+
+def _auto(value):
+    return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
+def as_bool(value, where):
+    value = _auto(value)
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InputError(f"{where}: expected true or false, got {value!r}")
+
+
+def as_int(value, where, low=1, high=None):
+    value = _auto(value)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(str(value).strip()) if not isinstance(value, float) else int(value)
+    except ValueError:
+        raise InputError(f"{where}: expected a whole number, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bound = f"{low}-{high}" if high is not None else f">= {low}"
+        raise InputError(f"{where}: expected {bound}, got {number}")
+    return number
+
+
+def as_dtype(value, where):
+    value = _auto(value)
+    if value is None:
+        return None
+    dtype = _DTYPES.get(str(value).strip().lower())
+    if dtype is None:
+        raise InputError(f"{where}: expected fp32, fp16 or bf16, got {value!r}")
+    return dtype
+
+
+def _section(config, key, where):
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: {key}: expected a mapping, got {value!r}")
+    return value
+
+
+def deepspeed_config(config, where):
+    """A DeepSpeed JSON (a dict) -> settings. DeepSpeed's defaults fill what is absent; "auto" stays unknown."""
+    zero = _section(config, "zero_optimization", where)
+    offload = zero.get("offload_optimizer")
+    if isinstance(offload, dict):
+        device = _auto(offload.get("device", "none"))
+    elif offload is None:
+        device = "cpu" if as_bool(zero.get("cpu_offload"), f"{where}: zero_optimization.cpu_offload") else "none"
+    else:
+        raise InputError(f"{where}: zero_optimization.offload_optimizer: expected a mapping, got {offload!r}")
+    if device is not None:
+        device = str(device).lower()
+        if device not in ("none", "cpu", "nvme"):
+            raise InputError(f"{where}: zero_optimization.offload_optimizer.device: expected none, cpu or nvme, "
+                             f"got {device!r}")
+    bf16 = _section(config, "bf16", where) or _section(config, "bfloat16", where)
+    fp16 = _section(config, "fp16", where)
+    bf16_on = as_bool(bf16.get("enabled", False), f"{where}: bf16.enabled")
+    fp16_on = as_bool(fp16.get("enabled", False), f"{where}: fp16.enabled")
+    precision = "bf16" if bf16_on else "fp16" if fp16_on else (
+        None if bf16_on is None or fp16_on is None else "fp32")
+    data_types = _section(config, "data_types", where)
+    settings = {
+        "zero_stage": as_int(zero.get("stage", 0), f"{where}: zero_optimization.stage", low=0, high=3),
+        "offload_optimizer": device,
+        "precision": precision,
+        "grad_accum_dtype": as_dtype(data_types.get("grad_accum_dtype"), f"{where}: data_types.grad_accum_dtype"),
+        "immediate_grad_update": as_bool(bf16.get("immediate_grad_update", False),
+                                         f"{where}: bf16.immediate_grad_update"),
+        "gradient_accumulation_steps": as_int(config.get("gradient_accumulation_steps"),
+                                              f"{where}: gradient_accumulation_steps"),
+        "train_batch_size": as_int(config.get("train_batch_size"), f"{where}: train_batch_size"),
+        "micro_batch": as_int(config.get("train_micro_batch_size_per_gpu"),
+                              f"{where}: train_micro_batch_size_per_gpu"),
+    }
+    return settings
+
+
+def hf_training_args(args, where):
+    """transformers/TRL TrainingArguments (a dict) -> settings; `deepspeed` may be a path or a dict."""
+    bf16 = as_bool(args.get("bf16"), f"{where}: bf16")
+    fp16 = as_bool(args.get("fp16"), f"{where}: fp16")
+    pure_bf16 = as_bool(args.get("pure_bf16"), f"{where}: pure_bf16")  # Llama-Factory
+    return {
+        "gradient_accumulation_steps": as_int(args.get("gradient_accumulation_steps", 1),
+                                              f"{where}: gradient_accumulation_steps"),
+        "micro_batch": as_int(args.get("per_device_train_batch_size", 8), f"{where}: per_device_train_batch_size"),
+        "precision": "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else "fp32",
+        "deepspeed": args.get("deepspeed"),
+    }
+
+
+def accelerate_config(config, where):
+    """An accelerate YAML -> settings (inline DeepSpeed plugin fields, or its deepspeed_config_file)."""
+    plugin = _section(config, "deepspeed_config", where)
+    distributed = str(config.get("distributed_type", "")).upper()
+    mixed = str(config.get("mixed_precision", "") or "").lower()
+    machines = as_int(config.get("num_machines", 1), f"{where}: num_machines")
+    return {
+        "uses_deepspeed": distributed == "DEEPSPEED" or bool(plugin),
+        "deepspeed_config_file": plugin.get("deepspeed_config_file"),
+        "zero_stage": as_int(plugin.get("zero_stage"), f"{where}: deepspeed_config.zero_stage", low=0, high=3),
+        "offload_optimizer": (str(plugin["offload_optimizer_device"]).lower()
+                              if plugin.get("offload_optimizer_device") is not None else None),
+        "gradient_accumulation_steps": as_int(plugin.get("gradient_accumulation_steps"),
+                                              f"{where}: deepspeed_config.gradient_accumulation_steps"),
+        "precision": {"bf16": "bf16", "fp16": "fp16", "no": "fp32"}.get(mixed),
+        "world_size": as_int(config.get("num_processes"), f"{where}: num_processes"),
+        "num_machines": machines,
+    }
+
+
+def classify(config):
+    """deepspeed, accelerate, llamafactory or training-args; None when the keys say nothing we know."""
+    if any(k in config for k in ("zero_optimization", "train_micro_batch_size_per_gpu", "train_batch_size")) \
+            and "per_device_train_batch_size" not in config:
+        return "deepspeed"
+    if any(k in config for k in ("distributed_type", "deepspeed_config", "compute_environment")):
+        return "accelerate"
+    if any(k in config for k in ("stage", "finetuning_type", "template", "dataset_dir")):
+        return "llamafactory"
+    if any(k in config for k in ("per_device_train_batch_size", "gradient_accumulation_steps", "output_dir",
+                                 "deepspeed", "bf16", "fp16", "learning_rate")):
+        return "training-args"
+    return None
+
+
+# ---- OpenRLHF --------------------------------------------------------------------------------
+
+# field -> (flat flag of <= 0.10.1, dotted flag of >= 0.10.2)
+OPENRLHF_FLAGS = {
+    "zero_stage": ("zero_stage", "ds.zero_stage"),
+    "adam_offload": ("adam_offload", "ds.adam_offload"),
+    "param_dtype": ("param_dtype", "ds.param_dtype"),
+    "bf16": ("bf16", None),
+    "grad_accum_dtype": ("grad_accum_dtype", "ds.grad_accum_dtype"),
+    "train_batch_size": ("train_batch_size", "train.batch_size"),
+    "micro_train_batch_size": ("micro_train_batch_size", "train.micro_batch_size"),
+    "ring_attn_size": ("ring_attn_size", "ds.ring_attn_size"),
+    "tensor_parallel_size": ("ds_tensor_parallel_size", "ds.tensor_parallel_size"),
+    "dynamic_batch": ("use_dynamic_batch", "train.dynamic_batch_enable"),
+    "actor_num_nodes": ("actor_num_nodes", "actor.num_nodes"),
+    "actor_num_gpus_per_node": ("actor_num_gpus_per_node", "actor.num_gpus_per_node"),
+    "advantage_estimator": ("advantage_estimator", "algo.advantage.estimator"),
+    "loss_agg_mode": (None, "actor.loss_agg_mode"),
+}
+# OpenRLHF's own defaults (the same in 0.8.x-0.11.x; SFT and PPO differ in the micro-batch size).
+OPENRLHF_DEFAULTS = {"zero_stage": 2, "train_batch_size": 128, "ring_attn_size": 1, "tensor_parallel_size": 1,
+                     "actor_num_nodes": 1, "actor_num_gpus_per_node": 8, "advantage_estimator": "gae"}
+_MISSING = object()
+
+
+def read_flag(args, name):
+    """A flag's value from a dict of CLI flags (flat or dotted keys) or OpenRLHF's parsed namespace."""
+    if isinstance(args, dict) and name in args:
+        return args[name]
+    value = args
+    for part in name.split("."):
+        value = value.get(part, _MISSING) if isinstance(value, dict) else getattr(value, part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def openrlhf_settings(args, where):
+    """OpenRLHF's arguments (CLI flags or its parsed args) -> raw settings, with OpenRLHF's defaults."""
+    settings, defaulted = {}, set()
+    for field, names in OPENRLHF_FLAGS.items():
+        value = _MISSING
+        for name in filter(None, names):
+            value = read_flag(args, name)
+            if value is not _MISSING:
+                break
+        if value is _MISSING or value is None:
+            if field in OPENRLHF_DEFAULTS:
+                settings[field] = OPENRLHF_DEFAULTS[field]
+                defaulted.add(field)
+            continue
+        settings[field] = value
+    out = {
+        "zero_stage": as_int(settings.get("zero_stage"), f"{where}: --zero_stage", low=0, high=3),
+        "adam_offload": bool(as_bool(settings.get("adam_offload", False), f"{where}: --adam_offload")),
+        "grad_accum_dtype": as_dtype(settings.get("grad_accum_dtype"), f"{where}: --grad_accum_dtype"),
+        "train_batch_size": as_int(settings.get("train_batch_size"), f"{where}: --train_batch_size"),
+        "micro_train_batch_size": as_int(settings.get("micro_train_batch_size"), f"{where}: --micro_train_batch_size"),
+        "ring_attn_size": as_int(settings.get("ring_attn_size"), f"{where}: --ring_attn_size"),
+        "tensor_parallel_size": as_int(settings.get("tensor_parallel_size"), f"{where}: --ds_tensor_parallel_size"),
+        "dynamic_batch": bool(as_bool(settings.get("dynamic_batch", False), f"{where}: --use_dynamic_batch")),
+        "actor_world": (as_int(settings.get("actor_num_nodes"), f"{where}: --actor_num_nodes")
+                        * as_int(settings.get("actor_num_gpus_per_node"), f"{where}: --actor_num_gpus_per_node")),
+        "actor_world_defaulted": bool({"actor_num_nodes", "actor_num_gpus_per_node"} & defaulted),
+        "critic": str(settings.get("advantage_estimator")) == "gae",
+        "loss_agg_mode": settings.get("loss_agg_mode"),
+        "defaulted": defaulted,
+    }
+    if "param_dtype" in settings:
+        out["precision"] = as_dtype(settings["param_dtype"], f"{where}: --param_dtype")
+    elif "bf16" in settings:
+        out["precision"] = "bf16" if as_bool(settings["bf16"], f"{where}: --bf16") else "fp16"
+    return out
+
+
+def describe_openrlhf(builder, kind, args, where, world_size, world_source):
+    """Offer the facts of an OpenRLHF run; `world_size` is the launcher's (SFT) and ignored for PPO."""
+    s = openrlhf_settings(args, where)
+    builder.offer("trainer", kind, where)
+    builder.offer("uses_deepspeed", True, "OpenRLHF trains with DeepSpeed")
+    for field in ("zero_stage", "grad_accum_dtype", "loss_agg_mode"):
+        builder.offer(field, s[field], where if field not in s["defaulted"] else "OpenRLHF's default")
+    builder.offer("offload_optimizer", "cpu" if s["adam_offload"] else "none", where)
+    builder.offer("precision", s.get("precision"), where)
+    builder.offer("dynamic_batch", s["dynamic_batch"], where)
+    builder.offer("pipeline_parallel", False, "OpenRLHF has no pipeline parallelism")
+    builder.offer("immediate_grad_update", False, "DeepSpeed's default (OpenRLHF does not set it)")
+    if kind == "openrlhf-ppo":
+        builder.offer("critic", s["critic"], f"{where}: advantage estimator")
+        world_size = s["actor_world"]
+        world_source = ("OpenRLHF's default --actor_num_nodes x --actor_num_gpus_per_node" if s["actor_world_defaulted"]
+                        else f"{where}: --actor_num_nodes x --actor_num_gpus_per_node")
+    else:
+        builder.offer("critic", False, "SFT")
+    if world_size is None:
+        return
+    group = s["ring_attn_size"] * s["tensor_parallel_size"]
+    if world_size % group:
+        raise InputError(f"{where}: world size {world_size} is not divisible by --ring_attn_size x "
+                         f"--ds_tensor_parallel_size ({group})")
+    dp = world_size // group
+    builder.offer("data_parallel_size", dp, world_source)
+    if s["dynamic_batch"]:
+        # OpenRLHF sets DeepSpeed's GA to 1 and calls backward once per token-budget micro-batch, no boundary.
+        builder.offer("gradient_accumulation_steps", 1, "OpenRLHF with dynamic batching")
+        builder.offer("accumulation", "manual", "OpenRLHF with dynamic batching")
+        return
+    micro, batch = s["micro_train_batch_size"], s["train_batch_size"]
+    if micro is None:
+        micro = 8 if kind == "openrlhf-sft" else 4  # OpenRLHF's defaults
+    if batch % (micro * dp):
+        raise InputError(f"{where}: --train_batch_size {batch} is not divisible by --micro_train_batch_size "
+                         f"{micro} x {dp} data-parallel ranks")
+    ga = batch // (micro * dp)
+    source = f"{where}: train batch {batch} / (micro batch {micro} x {dp} data-parallel ranks)"
+    builder.offer("gradient_accumulation_steps", ga, source)
+    builder.offer("micro_batches_per_step", ga, source)
+    builder.offer("accumulation", "engine", "OpenRLHF lets DeepSpeed count micro-batches")

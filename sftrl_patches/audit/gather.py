@@ -1,0 +1,170 @@
+"""Everything the user gave (config files, a launch command, a world size) into one run description."""
+import os
+
+from .command import parse_command, program_kind
+from .describe import (RunBuilder, accelerate_config, as_int, classify, deepspeed_config, describe_openrlhf,
+                       hf_training_args)
+from .inputs import InputError, load_mapping, resolve_path
+
+_HF_FLAGS = ("gradient_accumulation_steps", "per_device_train_batch_size", "deepspeed", "bf16", "fp16")
+_TRAINERS = {"llamafactory": "llamafactory", "training-args": "transformers"}
+
+
+class _Inputs:
+    def __init__(self):
+        self.deepspeed = []   # (settings, where): most specific first
+        self.trainer = []     # HF TrainingArguments-like layers (command flags, TRL/Llama-Factory files)
+        self.accelerate = []
+        self.trainer_kind = None
+        self.world = []       # (size, source), most specific first
+
+
+def _add_deepspeed(inputs, reference, relative_to, field):
+    if isinstance(reference, dict):
+        inputs.deepspeed.append((deepspeed_config(reference, f"{relative_to}: {field}"), f"{relative_to}: {field}"))
+        return
+    path = resolve_path(reference, relative_to, field)
+    inputs.deepspeed.append((deepspeed_config(load_mapping(path), path), path))
+
+
+def _add_file(inputs, path, expected=None):
+    data = load_mapping(path)
+    kind = expected or classify(data)
+    if kind == "deepspeed":
+        inputs.deepspeed.append((deepspeed_config(data, path), path))
+    elif kind == "accelerate":
+        settings = accelerate_config(data, path)
+        inputs.accelerate.append((settings, path))
+        if settings["deepspeed_config_file"]:
+            _add_deepspeed(inputs, settings["deepspeed_config_file"], path, "deepspeed_config.deepspeed_config_file")
+        if settings["world_size"]:
+            inputs.world.append((settings["world_size"], f"{path}: num_processes"))
+    elif kind in ("llamafactory", "training-args"):
+        settings = hf_training_args(data, path)
+        inputs.trainer.append((settings, path))
+        inputs.trainer_kind = inputs.trainer_kind or _TRAINERS[kind]
+        if settings["deepspeed"]:
+            _add_deepspeed(inputs, settings["deepspeed"], path, "deepspeed")
+    else:
+        raise InputError(f"{path}: not a DeepSpeed JSON, accelerate YAML, TrainingArguments or Llama-Factory "
+                         "file (none of their keys found)")
+
+
+def _from_launch(inputs, launch, kind):
+    for path in launch.config_files:
+        _add_file(inputs, path, "accelerate")
+    if launch.accelerate:
+        flags = launch.accelerate
+        settings = accelerate_config({
+            "distributed_type": "DEEPSPEED" if flags.get("use_deepspeed") or "zero_stage" in flags else "",
+            "mixed_precision": flags.get("mixed_precision"),
+            "deepspeed_config": {k: flags[k] for k in ("zero_stage", "offload_optimizer_device",
+                                                       "gradient_accumulation_steps", "deepspeed_config_file")
+                                 if k in flags}}, "accelerate launch flags")
+        inputs.accelerate.insert(0, (settings, "accelerate launch flags"))
+        if settings["deepspeed_config_file"]:
+            _add_deepspeed(inputs, settings["deepspeed_config_file"], os.path.join(os.getcwd(), "-"),
+                           "accelerate launch --deepspeed_config_file")
+    if kind == "llamafactory":
+        yamls = [p for p in launch.positional if p.lower().endswith((".yaml", ".yml", ".json"))]
+        if not yamls:
+            raise InputError("launch command: llamafactory-cli train: no YAML or JSON config given")
+        overrides = {k: v for k, v in launch.program_args.items()}
+        data = dict(load_mapping(yamls[0]), **overrides)  # key=value overrides win, as in Llama-Factory
+        settings = hf_training_args(data, yamls[0])
+        inputs.trainer.insert(0, (settings, yamls[0]))
+        inputs.trainer_kind = "llamafactory"
+        if settings["deepspeed"]:
+            _add_deepspeed(inputs, settings["deepspeed"], yamls[0], "deepspeed")
+    elif kind is None or kind == "trl":
+        flags = {k.replace("-", "_"): v for k, v in launch.program_args.items()}
+        if kind == "trl" or any(f in flags for f in _HF_FLAGS):
+            settings = hf_training_args(flags, "launch command")
+            inputs.trainer.insert(0, (settings, "launch command"))
+            inputs.trainer_kind = "trl" if kind == "trl" else inputs.trainer_kind or "transformers"
+            if settings["deepspeed"]:
+                _add_deepspeed(inputs, settings["deepspeed"], os.path.join(os.getcwd(), "-"), "--deepspeed")
+        for name in ("deepspeed_config", "deepspeed-config"):
+            if name in launch.program_args:
+                _add_deepspeed(inputs, launch.program_args[name], os.path.join(os.getcwd(), "-"), f"--{name}")
+    if launch.world_size:
+        inputs.world.insert(0, (launch.world_size, launch.world_source))
+
+
+def build_run(versions, config_paths=(), command=None, world_size=None):
+    """The normalised run description (a dict, see sftrl_patches.conditions.FIELDS)."""
+    inputs = _Inputs()
+    launch = parse_command(command) if command else None
+    kind = program_kind(launch) if launch else None
+    if launch:
+        _from_launch(inputs, launch, kind)
+    for path in config_paths:
+        _add_file(inputs, path)
+    if world_size:
+        inputs.world.append((world_size, "--world-size"))
+    world, world_source = inputs.world[0] if inputs.world else (None, None)
+
+    builder = RunBuilder()
+    if kind in ("openrlhf-sft", "openrlhf-ppo"):
+        describe_openrlhf(builder, kind, launch.program_args, "launch command", world, world_source)
+    trainer = kind if kind in ("trl", "llamafactory") else inputs.trainer_kind
+    if trainer:
+        builder.offer("trainer", trainer, "launch command" if kind else inputs.trainer[0][1])
+    uses_ds = bool(inputs.deepspeed or any(a["uses_deepspeed"] for a, _ in inputs.accelerate)
+                   or (launch and launch.launcher == "deepspeed"))
+    builder.offer("uses_deepspeed", True if uses_ds else (False if trainer else None),
+                  "the configs and the command" if uses_ds else "no DeepSpeed config or launcher given")
+    _describe_layers(builder, inputs, world, world_source, trainer)
+    return builder.description(versions)
+
+
+def _describe_layers(builder, inputs, world, world_source, trainer):
+    for settings, where in inputs.trainer:
+        builder.offer("gradient_accumulation_steps", settings["gradient_accumulation_steps"], where)
+        builder.offer("precision", settings["precision"], where)
+    for settings, where in inputs.accelerate:
+        for field in ("zero_stage", "offload_optimizer", "gradient_accumulation_steps", "precision"):
+            builder.offer(field, settings[field], where)
+    micro = next((s["micro_batch"] for s, _ in inputs.trainer if s["micro_batch"]), None)
+    for settings, where in inputs.deepspeed:
+        for field in ("zero_stage", "offload_optimizer", "precision", "grad_accum_dtype", "immediate_grad_update",
+                      "gradient_accumulation_steps"):
+            builder.offer(field, settings[field], where)
+        micro = micro or settings["micro_batch"]
+        _check_batch(builder, settings, where, micro, world)
+    if world:
+        # TRL, transformers, Llama-Factory and plain DeepSpeed scripts: every rank is a data-parallel rank.
+        builder.offer("data_parallel_size", as_int(world, "world size"), world_source)
+    facts = builder.facts
+    if facts.get("uses_deepspeed"):
+        builder.offer("offload_optimizer", "none", "DeepSpeed's default")
+        if inputs.deepspeed:
+            builder.offer("zero_stage", 0, "DeepSpeed's default")
+        builder.offer("immediate_grad_update", False, "DeepSpeed's default")
+        if facts.get("precision") and inputs.deepspeed:
+            builder.offer("grad_accum_dtype", facts["precision"], "DeepSpeed's default (the model's dtype)")
+    if trainer in ("trl", "transformers", "llamafactory"):
+        builder.offer("gradient_accumulation_steps", 1, "TrainingArguments' default")
+        builder.offer("accumulation", "engine", f"{trainer} lets DeepSpeed count micro-batches")
+        builder.offer("pipeline_parallel", False, f"{trainer} has no pipeline parallelism")
+    ga = facts.get("gradient_accumulation_steps")
+    if ga and ga > 1:
+        builder.offer("accumulation", "engine", "gradient_accumulation_steps > 1: DeepSpeed counts micro-batches")
+    if facts.get("accumulation") == "engine" and ga:
+        builder.offer("micro_batches_per_step", ga, builder.sources["gradient_accumulation_steps"])
+
+
+def _check_batch(builder, settings, where, micro, world):
+    """DeepSpeed's rule: train_batch_size = micro batch x GA x data-parallel ranks; derive GA or refuse a mismatch."""
+    batch, ga = settings["train_batch_size"], settings["gradient_accumulation_steps"]
+    if not batch or not micro or not world:
+        return
+    if ga is None and "gradient_accumulation_steps" not in builder.facts:
+        if batch % (micro * world):
+            raise InputError(f"{where}: train_batch_size {batch} is not divisible by micro batch {micro} x "
+                             f"{world} ranks")
+        builder.offer("gradient_accumulation_steps", batch // (micro * world),
+                      f"{where}: train_batch_size {batch} / (micro batch {micro} x {world} ranks)")
+    elif ga is not None and batch != micro * ga * world:
+        raise InputError(f"{where}: train_batch_size {batch} != micro batch {micro} x gradient_accumulation_steps "
+                         f"{ga} x {world} ranks")
