@@ -125,7 +125,9 @@ def hf_training_args(args, where):
         "gradient_accumulation_steps": as_int(args.get("gradient_accumulation_steps", 1),
                                               f"{where}: gradient_accumulation_steps"),
         "micro_batch": as_int(args.get("per_device_train_batch_size", 8), f"{where}: per_device_train_batch_size"),
-        "precision": "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else "fp32",
+        # Absent flags leave precision to the DeepSpeed config (a mismatch would stop the Trainer anyway).
+        "precision": "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else (
+            "fp32" if False in (bf16, fp16) else None),
         "deepspeed": args.get("deepspeed"),
     }
 
@@ -236,7 +238,10 @@ def openrlhf_settings(args, where):
     if "param_dtype" in settings:
         out["precision"] = as_dtype(settings["param_dtype"], f"{where}: --param_dtype")
     elif "bf16" in settings:
-        out["precision"] = "bf16" if as_bool(settings["bf16"], f"{where}: --bf16") else "fp16"
+        out["precision"] = "bf16" if as_bool(settings["bf16"], f"{where}: --bf16") else None
+    else:
+        out["precision"] = "bf16"  # --param_dtype's default since it exists
+        defaulted.add("precision")
     return out
 
 
@@ -248,7 +253,7 @@ def describe_openrlhf(builder, kind, args, where, world_size, world_source):
     for field in ("zero_stage", "grad_accum_dtype", "loss_agg_mode"):
         builder.offer(field, s[field], where if field not in s["defaulted"] else "OpenRLHF's default")
     builder.offer("offload_optimizer", "cpu" if s["adam_offload"] else "none", where)
-    builder.offer("precision", s.get("precision"), where)
+    builder.offer("precision", s.get("precision"), where if "precision" not in s["defaulted"] else "OpenRLHF's default")
     builder.offer("dynamic_batch", s["dynamic_batch"], where)
     builder.offer("pipeline_parallel", False, "OpenRLHF has no pipeline parallelism")
     builder.offer("immediate_grad_update", False, "DeepSpeed's default (OpenRLHF does not set it)")
