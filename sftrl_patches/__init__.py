@@ -3,8 +3,10 @@
 Importing this module arms a stdlib-only import hook: each patch applies right after its
 target module executes (at once if it is already imported). It imports no third-party module.
 Switches: SFTRL_PATCHES_DISABLE=1 (or a comma list of patch names), SFTRL_PATCHES_STRICT=1.
+When a DeepSpeed engine or an OpenRLHF trainer is built, one line on rank 0 says whether this run is
+affected and patched (SFTRL_PATCHES_VERDICT=off|rank0|all; SFTRL_PATCHES_REPORT=FILE for JSON lines).
 """
-from . import _bootstrap
+from . import _bootstrap, runtime_report as _runtime_report
 from .registry import PatchError, Registry
 from .patches import ALL as _ALL
 
@@ -40,4 +42,6 @@ def status(name=None):
 verify = status
 
 
-_registry.arm(_bootstrap.install())
+_finder = _bootstrap.install()
+_registry.arm(_finder)
+_runtime_report.arm(_finder, _registry)

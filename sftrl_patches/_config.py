@@ -6,7 +6,10 @@ DISABLE_VAR = "SFTRL_PATCHES_DISABLE"
 STRICT_VAR = "SFTRL_PATCHES_STRICT"
 # Read by the start-up module (autoload/_sftrl_patches_autoload.py), which cannot import this one.
 AUTOLOAD_VAR = "SFTRL_PATCHES_AUTOLOAD"
-SWITCH_VARS = (DISABLE_VAR, STRICT_VAR, AUTOLOAD_VAR)
+# The run-time verdict line (sftrl_patches/runtime_report.py): off, rank0 (default) or all; and a JSON-lines file.
+VERDICT_VAR = "SFTRL_PATCHES_VERDICT"
+REPORT_VAR = "SFTRL_PATCHES_REPORT"
+SWITCH_VARS = (DISABLE_VAR, STRICT_VAR, AUTOLOAD_VAR, VERDICT_VAR, REPORT_VAR)
 _TRUE = {"1", "true", "yes", "on", "all", "*"}
 
 

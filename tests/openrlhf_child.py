@@ -246,6 +246,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--trainer", choices=("sft", "actor"), required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--only", choices=("unpatched", "patched"), help="run one configuration (default: both)")
     options = parser.parse_args()
     args = make_args()
     strategy = make_strategy(args)
@@ -262,7 +263,7 @@ def main():
               "reference_grad_norm": float(reference.norm())}
     status = sftrl_patches.status(name)
     result["state_at_start"] = status.state
-    for label in ("unpatched", "patched"):
+    for label in [options.only] if options.only else ("unpatched", "patched"):
         if label == "unpatched":
             if status.state == "patched":
                 sftrl_patches.revert(name)

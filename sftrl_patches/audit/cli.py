@@ -84,15 +84,15 @@ def run_audit(args, command):
 
 def _describe_run(run):
     parts = []
-    labels = {"trainer": "", "zero_stage": "ZeRO-", "offload_optimizer": "offload ",
-              "gradient_accumulation_steps": "GA ", "data_parallel_size": "data-parallel ranks ",
-              "precision": "", "accumulation": "accumulation: ", "dynamic_batch": "dynamic batching ",
-              "critic": "critic "}
+    labels = {"trainer": "{}", "zero_stage": "ZeRO-{}", "offload_optimizer": "offload {}",
+              "gradient_accumulation_steps": "GA {}", "data_parallel_size": "{} data-parallel rank(s)",
+              "precision": "{}", "accumulation": "accumulation: {}", "dynamic_batch": "dynamic batching {}",
+              "critic": "critic {}"}
     for key, label in labels.items():
         if key in run:
             value = run[key]
             value = ("on" if value else "off") if isinstance(value, bool) else value
-            parts.append(f"{label}{value}")
+            parts.append(label.format(value))
     return ", ".join(parts) or "nothing known"
 
 

@@ -1,0 +1,106 @@
+"""The verdict at run time: one line on rank 0 when a DeepSpeed engine or an OpenRLHF trainer is built,
+and SFTRL_PATCHES_REPORT's JSON lines from every process. Real DeepSpeed and OpenRLHF, CPU, gloo."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import AFFECTED, FIXED, MULTI_RANK, ROOT, require_openrlhf, require_release
+
+sys.path.insert(0, ROOT)
+from sftrl_patches import runtime_report  # noqa: E402
+from sftrl_patches.probes import launch_command  # noqa: E402
+
+GA_DROP = "deepspeed-offload-ga-drop"
+CASE = json.dumps([{"stage": 2, "ga": 4, "steps": 1}])  # ZeRO-2, offload to CPU, GA 4
+
+
+def probe(env, tmp_path, nprocs=1, **switches):
+    """The probe's training child (deepspeed.initialize and one optimizer step): its stderr lines from us."""
+    env = dict(env, PYTHONPATH=os.pathsep.join([ROOT, env["PYTHONPATH"]]), PYTHONWARNINGS="ignore")
+    env.pop("SFTRL_PATCHES_DISABLE", None)
+    env.update(switches)
+    command = launch_command(sys.executable, nprocs, ["-m", "sftrl_patches.probes.deepspeed_offload",
+                                                       "--cases", CASE, "--out", str(tmp_path / "out.json")])
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [line for line in proc.stderr.splitlines() if line.startswith("sftrl_patches: this run")]
+
+
+def read_report(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_affected_and_patched(tmp_path):
+    lines = probe(require_release(AFFECTED), tmp_path)
+    assert lines == [f"sftrl_patches: this run (deepspeed {AFFECTED}: ZeRO-2, offload cpu, GA 4, 1 data-parallel "
+                     f"rank(s), fp32, accumulation: engine): {GA_DROP}: affected, patched"]
+
+
+def test_affected_and_not_patched_says_why_and_what_it_costs(tmp_path):
+    lines = probe(require_release(AFFECTED), tmp_path, SFTRL_PATCHES_DISABLE=GA_DROP)
+    assert len(lines) == 1
+    assert (f"{GA_DROP}: affected, NOT patched (disabled: SFTRL_PATCHES_DISABLE): the optimizer sees micro-batches "
+            "1 and 4 of every 4" in lines[0])
+
+
+def test_not_affected_on_the_fixed_release(tmp_path):
+    lines = probe(require_release(FIXED), tmp_path)
+    assert len(lines) == 1 and lines[0].startswith(f"sftrl_patches: this run (deepspeed {FIXED}: ZeRO-2")
+    assert "is not affected by the 6 known deepspeed bugs" in lines[0]
+
+
+def test_rank_0_only_in_the_log_every_rank_in_the_report_file_and_off_means_silent(tmp_path):
+    report = tmp_path / "report.jsonl"
+    lines = probe(require_release(MULTI_RANK), tmp_path, nprocs=2, SFTRL_PATCHES_REPORT=str(report))
+    assert len(lines) == 1 and f"{GA_DROP}: affected, patched" in lines[0] and "2 data-parallel" in lines[0]
+    events = read_report(report)
+    assert sorted(e["rank"] for e in events) == [0, 1]
+    for event in events:
+        assert event["schema"] == "sftrl-run-report/1" and event["event"] == "deepspeed"
+        assert event["run"]["data_parallel_size"] == 2 and event["run"]["versions"]["deepspeed"] == MULTI_RANK
+        assert event["patches"][GA_DROP] == "patched"
+        verdict = {f["check"]: f["verdict"] for f in event["findings"]}
+        assert verdict[GA_DROP] == "hit" and verdict["deepspeed-zero2-ga-7718"] == "not-hit"
+    assert probe(require_release(AFFECTED), tmp_path, SFTRL_PATCHES_VERDICT="off") == []
+
+
+def test_openrlhf_trainer_reports_its_own_records_once_per_process(tmp_path):
+    """OpenRLHF 0.9.10's SFTTrainer on two ranks (GA 2): the engine event, then the trainer event."""
+    env = require_openrlhf("0.9.10", MULTI_RANK)
+    report = tmp_path / "report.jsonl"
+    env.update(PYTHONPATH=os.pathsep.join([ROOT, env["PYTHONPATH"]]), DS_ACCELERATOR="cpu",
+               PYTHONWARNINGS="ignore", SFTRL_PATCHES_DISABLE="", SFTRL_PATCHES_REPORT=str(report))
+    command = launch_command(sys.executable, 2, [os.path.join(ROOT, "tests", "openrlhf_child.py"), "--trainer",
+                                                 "sft", "--only", "patched", "--out", str(tmp_path / "out.json")])
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("sftrl_patches: this run")]
+    assert len(lines) == 2, lines  # rank 0 only: the DeepSpeed engine, then the trainer
+    assert "openrlhf-sft-loss-aggregation: affected, patched" in lines[1]
+    assert lines[1].startswith("sftrl_patches: this run (openrlhf 0.9.10: openrlhf-sft, ZeRO-2")
+    events = read_report(report)
+    assert sorted((e["event"], e["rank"]) for e in events) == [
+        ("deepspeed", 0), ("deepspeed", 1), ("openrlhf-sft", 0), ("openrlhf-sft", 1)]
+    trainer = next(e for e in events if e["event"] == "openrlhf-sft")
+    assert trainer["run"]["gradient_accumulation_steps"] == 2 and trainer["run"]["data_parallel_size"] == 2
+    assert trainer["patches"]["openrlhf-sft-loss-aggregation"] == "patched"
+
+
+class _Broken:
+    optimizer = object()
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name}")
+
+
+def test_never_raises_and_says_nothing_for_objects_it_cannot_read(capsys, tmp_path, monkeypatch):
+    import sftrl_patches
+    monkeypatch.setattr(runtime_report, "_reported", set())
+    monkeypatch.setenv("SFTRL_PATCHES_REPORT", str(tmp_path / "r.jsonl"))
+    assert runtime_report.report_built(object(), "deepspeed", sftrl_patches._registry) is None  # no optimizer
+    event = runtime_report.report_built(_Broken(), "deepspeed", sftrl_patches._registry)
+    assert event is None or "sftrl_patches: this run" in event["line"]
+    assert runtime_report.report_built(_Broken(), "openrlhf-sft", sftrl_patches._registry) is None  # no args
+    assert "Traceback" not in capsys.readouterr().err
