@@ -88,8 +88,12 @@ def test_trl_sft_recipe_builds_a_valid_sftconfig_with_the_paper_settings(tmp_pat
     text = open(accelerate_file, encoding="utf-8").read()
     deepspeed_file = re.search(r"deepspeed_config_file: (\S+)", text).group(1)
     with open(deepspeed_file, encoding="utf-8") as handle:
-        zero = json.load(handle)["zero_optimization"]
+        deepspeed = json.load(handle)
+    zero = deepspeed["zero_optimization"]
     assert "num_processes: 8" in text and zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "cpu"
+    # stated, not "auto": transformers refuses a value that differs from its own arguments
+    assert deepspeed["gradient_accumulation_steps"] == config.gradient_accumulation_steps
+    assert deepspeed["train_micro_batch_size_per_gpu"] == config.per_device_train_batch_size
 
 
 def test_trl_grpo_recipe_builds_a_valid_grpoconfig(tmp_path, monkeypatch):

@@ -31,12 +31,14 @@ def accelerate_config(gpus, deepspeed_file):
         "same_network: true", "use_cpu: false", ""])
 
 
-def write_configs(args, offload):
+def write_configs(args, offload, batch=None):
+    """batch: {DeepSpeed key: value} to state instead of "auto" (transformers checks they match its own
+    arguments), so the file alone says what the run did: `sftrl-doctor audit` reads it."""
     os.makedirs(args.out, exist_ok=True)
     name = "zero2_offload" if offload else "zero2"
     deepspeed_file = os.path.abspath(os.path.join(args.out, f"{name}.json"))
     with open(deepspeed_file, "w", encoding="utf-8") as handle:
-        json.dump(deepspeed_config(offload), handle, indent=2)
+        json.dump({**deepspeed_config(offload), **(batch or {})}, handle, indent=2)
     accelerate_file = os.path.join(args.out, f"accelerate_{name}.yaml")
     with open(accelerate_file, "w", encoding="utf-8") as handle:
         handle.write(accelerate_config(args.gpus, deepspeed_file))
@@ -50,7 +52,8 @@ def launch(accelerate_file):
 def sft_command(args):
     paper = common.PAPER_SFT
     accumulation = common.per_gpu_accumulation(paper["batch_size"], paper["micro_batch"], args.gpus)
-    return launch(write_configs(args, offload=True)) + [
+    batch = {"train_micro_batch_size_per_gpu": paper["micro_batch"], "gradient_accumulation_steps": accumulation}
+    return launch(write_configs(args, offload=True, batch=batch)) + [
         "examples.sftrl_tiny.sft", "--model", common.model_name(args.model), "--data", args.data,
         "--out", os.path.join(args.out, "sft"), "--epochs", str(paper["epochs"]),
         "--micro-batch", str(paper["micro_batch"]), "--grad-accum", str(accumulation), "--lr", str(paper["lr"]),

@@ -15,7 +15,8 @@ EXIT_OK, EXIT_HIT, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 SCHEMA = "sftrl-audit/1"
 _RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
               "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
-              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "loss_agg_mode")
+              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "loss_agg_mode",
+              "sftrl_patches")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +101,8 @@ def to_text(report):
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items()) or "none"
     lines = [f"sftrl-doctor audit: versions {versions} ({report['versions_from']})",
              f"run: {_describe_run(report['run'])}"]
+    if report["run"].get("sftrl_patches"):
+        lines.append(f"sftrl-patches in this command: {report['run']['sftrl_patches']}")
     order = {"hit": 0, "unknown": 1, "not-hit": 2}
     for f in sorted(report["findings"], key=lambda f: order[f["verdict"]]):
         if f["verdict"] == "not-hit":

@@ -58,6 +58,7 @@ class Launch:
         self.accelerate = {}        # accelerate launch's own DeepSpeed/precision flags
         self.config_files = []      # files the launcher was told to read (accelerate --config_file)
         self.env = {}
+        self.via_sftrl_launch = False  # started through sftrl_patches.launch (patches armed in every rank)
 
 
 def _int(value, what):
@@ -135,6 +136,12 @@ def _program(launch, tokens):
     if not tokens:
         raise InputError("launch command: no program to run")
     launch.program = tokens[0]
+    if launch.program == "sftrl_patches.launch" or launch.program.endswith("sftrl_patches/launch.py"):
+        # This package's wrapper: the program it runs comes next (after options a launcher put first).
+        rest = [t for t in tokens[1:] if not t.startswith(("--local_rank", "--local-rank"))]
+        launch.via_sftrl_launch = True
+        _program(launch, rest)
+        return
     if launch.program in ("torch.distributed.run", "torch.distributed.launch"):
         _torchrun(launch, tokens[1:])
         return

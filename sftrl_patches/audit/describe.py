@@ -122,9 +122,10 @@ def hf_training_args(args, where):
     fp16 = as_bool(args.get("fp16"), f"{where}: fp16")
     pure_bf16 = as_bool(args.get("pure_bf16"), f"{where}: pure_bf16")  # Llama-Factory
     return {
-        "gradient_accumulation_steps": as_int(args.get("gradient_accumulation_steps", 1),
+        # Absent: left to the DeepSpeed config, then to TrainingArguments' defaults (GA 1, batch 8).
+        "gradient_accumulation_steps": as_int(args.get("gradient_accumulation_steps"),
                                               f"{where}: gradient_accumulation_steps"),
-        "micro_batch": as_int(args.get("per_device_train_batch_size", 8), f"{where}: per_device_train_batch_size"),
+        "micro_batch": as_int(args.get("per_device_train_batch_size"), f"{where}: per_device_train_batch_size"),
         # Absent flags leave precision to the DeepSpeed config (a mismatch would stop the Trainer anyway).
         "precision": "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else (
             "fp32" if False in (bf16, fp16) else None),

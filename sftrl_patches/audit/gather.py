@@ -1,6 +1,5 @@
 """Everything the user gave (config files, a launch command, a world size) into one run description."""
-import os
-
+from .. import _config
 from .command import parse_command, program_kind
 from .describe import (RunBuilder, accelerate_config, as_int, classify, deepspeed_config, describe_openrlhf,
                        hf_training_args)
@@ -23,7 +22,7 @@ def _add_deepspeed(inputs, reference, relative_to, field):
     if isinstance(reference, dict):
         inputs.deepspeed.append((deepspeed_config(reference, f"{relative_to}: {field}"), f"{relative_to}: {field}"))
         return
-    path = resolve_path(reference, relative_to, field)
+    path = resolve_path(reference, relative_to, field, base="" if relative_to == "launch command" else None)
     inputs.deepspeed.append((deepspeed_config(load_mapping(path), path), path))
 
 
@@ -63,7 +62,7 @@ def _from_launch(inputs, launch, kind):
                                  if k in flags}}, "accelerate launch flags")
         inputs.accelerate.insert(0, (settings, "accelerate launch flags"))
         if settings["deepspeed_config_file"]:
-            _add_deepspeed(inputs, settings["deepspeed_config_file"], os.path.join(os.getcwd(), "-"),
+            _add_deepspeed(inputs, settings["deepspeed_config_file"], "launch command",
                            "accelerate launch --deepspeed_config_file")
     if kind == "llamafactory":
         yamls = [p for p in launch.positional if p.lower().endswith((".yaml", ".yml", ".json"))]
@@ -83,10 +82,10 @@ def _from_launch(inputs, launch, kind):
             inputs.trainer.insert(0, (settings, "launch command"))
             inputs.trainer_kind = "trl" if kind == "trl" else inputs.trainer_kind or "transformers"
             if settings["deepspeed"]:
-                _add_deepspeed(inputs, settings["deepspeed"], os.path.join(os.getcwd(), "-"), "--deepspeed")
+                _add_deepspeed(inputs, settings["deepspeed"], "launch command", "--deepspeed")
         for name in ("deepspeed_config", "deepspeed-config"):
             if name in launch.program_args:
-                _add_deepspeed(inputs, launch.program_args[name], os.path.join(os.getcwd(), "-"), f"--{name}")
+                _add_deepspeed(inputs, launch.program_args[name], "launch command", f"--{name}")
     if launch.world_size:
         inputs.world.insert(0, (launch.world_size, launch.world_source))
 
@@ -115,6 +114,11 @@ def build_run(versions, config_paths=(), command=None, world_size=None):
     builder.offer("uses_deepspeed", True if uses_ds else (False if trainer else None),
                   "the configs and the command" if uses_ds else "no DeepSpeed config or launcher given")
     _describe_layers(builder, inputs, world, world_source, trainer)
+    if launch and launch.via_sftrl_launch:
+        disabled = _config.disabled_names(launch.env)
+        builder.offer("sftrl_patches", "armed in every rank by sftrl_patches.launch" if disabled is None else
+                      f"started through sftrl_patches.launch with {_config.DISABLE_VAR}={launch.env[_config.DISABLE_VAR]}",
+                      "launch command")
     return builder.description(versions)
 
 
@@ -126,6 +130,9 @@ def _describe_layers(builder, inputs, world, world_source, trainer):
         for field in ("zero_stage", "offload_optimizer", "gradient_accumulation_steps", "precision"):
             builder.offer(field, settings[field], where)
     micro = next((s["micro_batch"] for s, _ in inputs.trainer if s["micro_batch"]), None)
+    if micro is None and trainer in ("trl", "transformers", "llamafactory") and not any(
+            s["micro_batch"] for s, _ in inputs.deepspeed):
+        micro = 8  # TrainingArguments' default per_device_train_batch_size
     for settings, where in inputs.deepspeed:
         for field in ("zero_stage", "offload_optimizer", "precision", "grad_accum_dtype", "immediate_grad_update",
                       "gradient_accumulation_steps"):

@@ -110,14 +110,17 @@ def load_mapping(path):
     return data
 
 
-def resolve_path(reference, relative_to, field):
-    """A file named inside another file: relative to that file's folder, else to the working directory."""
+def resolve_path(reference, where, field, base=None):
+    """A file named inside `where` (a file, or "launch command"): beside that file, else in the working directory.
+
+    Paths stay as relative as they were given, so committed audit outputs do not depend on the machine.
+    """
     if not isinstance(reference, str) or not reference:
-        raise InputError(f"{relative_to}: {field}: expected a file path, got {reference!r}")
-    candidates = [reference] if os.path.isabs(reference) else [
-        os.path.join(os.path.dirname(os.path.abspath(relative_to)), reference), reference]
+        raise InputError(f"{where}: {field}: expected a file path, got {reference!r}")
+    base = os.path.dirname(where) if base is None else base
+    candidates = [reference] if os.path.isabs(reference) else [os.path.join(base, reference), reference]
     for candidate in candidates:
         if os.path.isfile(candidate):
-            return candidate
-    raise InputError(f"{relative_to}: {field}: {reference} not found (looked beside the file and in the "
+            return os.path.normpath(candidate)
+    raise InputError(f"{where}: {field}: {reference} not found (looked beside the file and in the "
                      "working directory)")
