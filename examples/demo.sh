@@ -5,6 +5,8 @@
 # Usage: bash examples/demo.sh [results folder] [extra demo flags, e.g. --seeds 0]
 # SFTRL_DEMO_OPENRLHF=1 adds the loss-aggregation half: OpenRLHF 0.9.10's own SFT in the four patch
 # configurations of the paper's Table 2 (about 10 more minutes), results in "<results folder>-openrlhf".
+# SFTRL_DEMO_LLAMAFACTORY=1 adds Llama-Factory 0.9.5's own SFT (buggy / fixed / reference), in
+# "<results folder>-llamafactory".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-results/tiny}"
@@ -35,4 +37,14 @@ if [ "${SFTRL_DEMO_OPENRLHF:-0}" = "1" ]; then
     echo
     echo "== the loss-aggregation half on OpenRLHF's own SFT -> ${OUT}-openrlhf"
     python -m examples.sftrl_tiny.openrlhf_demo --out "${OUT}-openrlhf" "$@"
+fi
+
+if [ "${SFTRL_DEMO_LLAMAFACTORY:-0}" = "1" ]; then
+    # Llama-Factory 0.9.5 pins transformers <= 5.6.0: its own environment (.lf-venv), DeepSpeed 0.18.4
+    # (the newest it allows) in .ds-releases/.
+    bash examples/llamafactory_cpu/setup_env.sh .lf-venv
+    python benchmarks/deepspeed_releases.py install 0.18.4
+    echo
+    echo "== the offload bug on Llama-Factory's own SFT -> ${OUT}-llamafactory"
+    python -m examples.sftrl_tiny.llamafactory_demo --out "${OUT}-llamafactory" "$@"
 fi

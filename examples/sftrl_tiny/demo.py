@@ -35,10 +35,10 @@ DEFAULTS = dict(train=4000, test=200, operands=3, max_operands=0, digits=1, pret
 SMOKE = dict(train=64, test=16, pretrain_documents=640, grpo_steps=4, grpo_prompts=2, eval_samples=1)
 
 
-def parse_comparison_args(argv, doc, out, configs, defaults, smoke):
+def parse_comparison_args(argv, doc, out, configs, defaults, smoke, add_arguments=None):
     """The flags every tiny comparison takes: --out, --configs, --seeds, --parallel, --smoke, and one
-    flag per setting in `defaults` (with --smoke, `smoke`'s value where it has one). The settings
-    are checked before anything is written. Returns (parser, args)."""
+    flag per setting in `defaults` (with --smoke, `smoke`'s value where it has one); add_arguments(parser)
+    adds a comparison's own. The settings are checked before anything is written. Returns (parser, args)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     parser.add_argument("--out", default=out, help="results folder (created)")
@@ -49,6 +49,8 @@ def parse_comparison_args(argv, doc, out, configs, defaults, smoke):
     for name, value in defaults.items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
                             help=f"default {value}")
+    if add_arguments:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     for name, value in defaults.items():
         if getattr(args, name) is None:
