@@ -21,6 +21,7 @@ FIELDS = {
     "immediate_grad_update": "bf16.immediate_grad_update",
     "dynamic_batch": "dynamic batching",
     "critic": "a critic model",
+    "multimodal": "a multimodal model",
     "loss_agg_mode": "loss aggregation mode",
 }
 
@@ -107,6 +108,8 @@ class Fact(Predicate):
         source = f"; from {source}" if source else ""
         if holds:
             return True, [f"{self} (the run: {shown}{source})"], []
+        if isinstance(current, bool):
+            return False, [f"not {self} (the run: {shown}{source})"], []
         return False, [f"not {self}: the run has {self._label()} {shown}{source}"], []
 
 

@@ -201,11 +201,29 @@ def test_llamafactory_yaml_its_deepspeed_path_and_key_value_overrides(tmp_path, 
 
 def test_llamafactory_yaml_given_with_config(tmp_path, capsys):
     write(tmp_path, "z2.json", json.dumps({"zero_optimization": {"stage": 2}}))
-    config = write(tmp_path, "sft.yaml", "stage: sft\ndeepspeed: z2.json\ngradient_accumulation_steps: 4\n")
+    config = write(tmp_path, "sft.yaml", "stage: sft\ntemplate: qwen\ndeepspeed: z2.json\n"
+                                         "gradient_accumulation_steps: 4\n")
     _, report, findings = audit_json(["--versions", "deepspeed==0.17.6", "--config", config, "--world-size", "8"],
                                      capsys)
     assert report["run"]["trainer"] == "llamafactory"
     assert verdicts(findings) == {"deepspeed-zero2-ga-7718": "hit"}
+
+
+@pytest.mark.parametrize("extra,verdict", [
+    ("template: qwen2_vl\nimage_max_pixels: 262144\n", "hit"),   # media settings: a processor is loaded
+    ("template: qwen2_vl\n", "unknown"),                          # a multimodal template, the model decides
+    ("template: qwen\n", "not-hit"),                              # text-only
+])
+def test_llamafactory_multimodal_mean_of_means(tmp_path, capsys, extra, verdict):
+    config = write(tmp_path, "vl.yaml", "stage: sft\nper_device_train_batch_size: 1\ngradient_accumulation_steps: 4\n"
+                                        + extra)
+    _, _, findings = audit_json(["--versions", "llamafactory==0.9.5", "--config", config, "--world-size", "1"], capsys)
+    finding = findings["llamafactory-multimodal-loss-7448"]
+    assert finding["verdict"] == verdict, finding
+    if verdict == "hit":
+        assert "mean of 4 micro-batch means" in finding["effect"]
+    _, _, findings = audit_json(["--versions", "llamafactory==0.9.2", "--config", config, "--world-size", "1"], capsys)
+    assert findings["llamafactory-multimodal-loss-7448"]["verdict"] == "not-hit"  # before #7448
 
 
 @pytest.mark.parametrize("launcher", [
@@ -264,7 +282,7 @@ def test_text_output_lists_hits_first_with_their_effect_and_fix(capsys):
     lines = out.splitlines()
     assert lines[2] == "" and lines[3].startswith("HIT      deepspeed-offload-ga-drop")
     assert "    effect:  the optimizer sees micro-batches 1 and 8 of every 8; the ones between are dropped" in lines
-    assert lines[-1] == "2 hit, 0 unknown, 10 not hit"
+    assert lines[-1] == f"2 hit, 0 unknown, {len(sftrl_patches.PATCHES) - 2} not hit"
 
 
 # ---- bad input: one line, exit 2, never a traceback ---------------------------------------------

@@ -113,7 +113,8 @@ def test_named_checks_and_list():
                      "deepspeed-bf16-last-micro-batch-7985",
                      "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
                      "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
-                     "openrlhf-dynamic-batch-zero12", "startup", "launchers", "ray", "probe"]
+                     "openrlhf-dynamic-batch-zero12", "llamafactory-multimodal-loss-7448", "startup", "launchers",
+                     "llamafactory", "ray", "probe"]
     only = doctor("--json", "deepspeed-zero2-ga-7718")
     assert list(findings(only)) == ["deepspeed-zero2-ga-7718"]
 
@@ -195,3 +196,21 @@ def test_launchers_check_warns_when_a_switch_would_not_reach_remote_deepspeed_no
     (tmp_path / ".deepspeed_env").write_text("SFTRL_PATCHES_STRICT=1\nSFTRL_PATCHES_DISABLE=1\n")
     row = launchers_row()
     assert row["state"] == "mismatch" and any(".deepspeed_env sets SFTRL_PATCHES_DISABLE=1" in d for d in row["details"])
+
+
+def test_llamafactory_rows_give_its_deepspeed_bound_against_the_windows_and_warn_on_multimodal():
+    """Llama-Factory 0.9.5's metadata (.lf-release, installed --no-deps) with DeepSpeed 0.18.9."""
+    lf_release = os.path.join(ROOT, ".lf-release")
+    if not os.path.isdir(os.path.join(lf_release, "llamafactory")):
+        pytest.skip("Llama-Factory is not installed in .lf-release/")
+    env = require_release(AFFECTED)
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], lf_release])
+    proc = doctor("--json", "llamafactory", "llamafactory-multimodal-loss-7448", env=env)
+    rows = findings(proc)
+    assert rows["llamafactory"]["installed"] == "0.9.5" and rows["llamafactory"]["level"] == "ok"
+    assert "allows deepspeed>=0.10.0,<=0.18.4" in rows["llamafactory"]["summary"]
+    assert "deepspeed-offload-ga-drop (>=0.15.2,<=0.18.4)" in rows["llamafactory"]["summary"]
+    multimodal = rows["llamafactory-multimodal-loss-7448"]
+    assert multimodal["state"] == "affected-no-patch" and multimodal["level"] == "warn"
+    assert "a multimodal model" in multimodal["conditions"]
+    assert proc.returncode == 0  # information and a warning: nothing this environment must act on

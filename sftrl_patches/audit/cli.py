@@ -15,7 +15,7 @@ EXIT_OK, EXIT_HIT, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 SCHEMA = "sftrl-audit/1"
 _RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
               "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
-              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "loss_agg_mode",
+              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
               "sftrl_patches")
 
 

@@ -133,6 +133,32 @@ def hf_training_args(args, where):
     }
 
 
+# Llama-Factory 0.9.5's templates that carry a multimodal plugin (data/template.py): a model trained with one
+# may load a processor, which is what turns its token-mean loss off (llamafactory-multimodal-loss-7448).
+LLAMAFACTORY_MM_TEMPLATES = frozenset("""
+    dots_ocr ernie_vl gemma3 gemma3n gemma4 gemma4n glm4v glm4_5v glm_ocr granite3_vision intern_vl intern_s1
+    keye_vl kimi_vl lfm2_vl llama4 mllama llava llava_next llava_next_llama3 llava_next_mistral llava_next_qwen
+    llava_next_yi llava_next_video llava_next_video_mistral llava_next_video_yi mimo_vl minicpm_v minicpm_v_4_6
+    minicpm_o mistral_small ministral3 paligemma paligemma_chat pixtral qwen2_audio qwen2_omni qwen3_omni
+    qwen3_omni_nothink qwen2_vl qwen3_vl qwen3_vl_nothink qwen3_5 qwen3_5_nothink qwen3_6 video_llava yi_vl
+    youtu_vl""".split())
+_MM_KEYS = ("image_max_pixels", "image_min_pixels", "video_max_pixels", "video_fps", "audio_sampling_rate",
+            "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
+
+
+def llamafactory_multimodal(config):
+    """(True | False | None, why) for a Llama-Factory YAML: media keys say yes; a template decides the rest."""
+    keys = [k for k in _MM_KEYS if k in config]
+    if keys:
+        return True, f"media settings ({', '.join(keys)})"
+    template = config.get("template")
+    if template is None:
+        return None, "no template given"
+    if template in LLAMAFACTORY_MM_TEMPLATES:
+        return None, f"template {template} serves multimodal models; whether this one loads a processor decides"
+    return False, f"template {template} is text-only"
+
+
 def accelerate_config(config, where):
     """An accelerate YAML -> settings (inline DeepSpeed plugin fields, or its deepspeed_config_file)."""
     plugin = _section(config, "deepspeed_config", where)

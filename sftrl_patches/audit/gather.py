@@ -2,7 +2,7 @@
 from .. import _config
 from .command import parse_command, program_kind
 from .describe import (RunBuilder, accelerate_config, as_int, classify, deepspeed_config, describe_openrlhf,
-                       hf_training_args)
+                       hf_training_args, llamafactory_multimodal)
 from .inputs import InputError, load_mapping, resolve_path
 
 _HF_FLAGS = ("gradient_accumulation_steps", "per_device_train_batch_size", "deepspeed", "bf16", "fp16")
@@ -16,6 +16,7 @@ class _Inputs:
         self.accelerate = []
         self.trainer_kind = None
         self.world = []       # (size, source), most specific first
+        self.multimodal = []  # ((yes/no/None, why), source) from Llama-Factory files
 
 
 def _add_deepspeed(inputs, reference, relative_to, field):
@@ -40,6 +41,8 @@ def _add_file(inputs, path, expected=None):
             inputs.world.append((settings["world_size"], f"{path}: num_processes"))
     elif kind in ("llamafactory", "training-args"):
         settings = hf_training_args(data, path)
+        if kind == "llamafactory":
+            inputs.multimodal.append((llamafactory_multimodal(data), path))
         inputs.trainer.append((settings, path))
         inputs.trainer_kind = inputs.trainer_kind or _TRAINERS[kind]
         if settings["deepspeed"]:
@@ -71,6 +74,7 @@ def _from_launch(inputs, launch, kind):
         overrides = {k: v for k, v in launch.program_args.items()}
         data = dict(load_mapping(yamls[0]), **overrides)  # key=value overrides win, as in Llama-Factory
         settings = hf_training_args(data, yamls[0])
+        inputs.multimodal.insert(0, (llamafactory_multimodal(data), yamls[0]))
         inputs.trainer.insert(0, (settings, yamls[0]))
         inputs.trainer_kind = "llamafactory"
         if settings["deepspeed"]:
@@ -123,6 +127,8 @@ def build_run(versions, config_paths=(), command=None, world_size=None):
 
 
 def _describe_layers(builder, inputs, world, world_source, trainer):
+    for (multimodal, why), where in inputs.multimodal:
+        builder.offer("multimodal", multimodal, f"{where}: {why}")
     for settings, where in inputs.trainer:
         builder.offer("gradient_accumulation_steps", settings["gradient_accumulation_steps"], where)
         builder.offer("precision", settings["precision"], where)

@@ -16,6 +16,7 @@ _MISSING_TEXT = {
     "data_parallel_size": "the number of data-parallel ranks (--world-size, or the launcher's process count)",
     "trainer": "which training loop runs (give the launch command after --)",
     "pipeline_parallel": "whether the model is a DeepSpeed PipelineModule",
+    "multimodal": "whether the model is multimodal (Llama-Factory: a media setting, or a text-only template)",
 }
 
 

@@ -7,11 +7,12 @@ import sys
 
 EXIT_OK, EXIT_ACTION, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 
-# Checks beside one per patch. startup and launchers are static and always run; ray and probe
+# Checks beside one per patch. startup, launchers and llamafactory are static and always run; ray and probe
 # start processes, so they run only when named (or with --probe).
 EXTRA_CHECKS = {
     "startup": "autoload: every interpreter of this environment arms the patches at start-up",
     "launchers": "deepspeed/torchrun/accelerate ranks, and switches on remote DeepSpeed nodes",
+    "llamafactory": "the DeepSpeed releases the installed Llama-Factory allows, against the bug windows",
     "ray": "start or join Ray; a worker on every node reports the patch state (runs only when named)",
     "probe": "numerical proof on the installed DeepSpeed (runs with --probe)",
 }

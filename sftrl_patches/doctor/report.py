@@ -5,7 +5,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from .. import _config, registry
-from . import launchers, ray_check, startup
+from . import launchers, llamafactory, ray_check, startup
 from ..registry import installed_version
 
 SCHEMA = "sftrl-doctor/1"
@@ -113,6 +113,14 @@ def _launchers_finding(autoload_active, environ=None):
                    details=details + problems, remediation=remediation)
 
 
+def _llamafactory_finding(patches):
+    installed = installed_version("llamafactory")[0]
+    state, summary, details = llamafactory.row(installed, patches)
+    return Finding(check="llamafactory", level=OK, title="Llama-Factory: the DeepSpeed releases it allows, against "
+                   "the bug windows", state=state, summary=summary, distribution="llamafactory", installed=installed,
+                   details=details if installed else [])
+
+
 def _ray_finding(ray_result):
     level, state, summary, details, remediation = ray_check.summarize(ray_result)
     return Finding(check="ray", level=level, title="Ray workers on every node arm the patches", state=state,
@@ -175,6 +183,7 @@ def environment():
 def collect(reg, patches, checks=None, probe_runner=None, ray_runner=None):
     """The whole report as a dict. `checks` limits it to named checks; probe_runner() runs the
     probe and ray_runner() the Ray check (both only when given)."""
+    patches = list(patches)
     from .. import __version__
     autoload = startup.autoload_state()  # read once: the patch rows, startup and launchers all use it
     active = autoload[0] == startup.ACTIVE
@@ -184,6 +193,8 @@ def collect(reg, patches, checks=None, probe_runner=None, ray_runner=None):
         findings.append(_startup_finding(autoload, all_patch_findings))
     if checks is None or "launchers" in checks:
         findings.append(_launchers_finding(active))
+    if checks is None or "llamafactory" in checks:
+        findings.append(_llamafactory_finding(patches))
     if ray_runner is not None:
         findings.append(_ray_finding(ray_runner()))
     if probe_runner is not None:
