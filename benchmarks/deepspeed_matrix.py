@@ -7,7 +7,8 @@ the patches, and write benchmarks/results/deepspeed_matrix.{json,md}.
 Cases per release, 3 optimizer steps each: ZeRO-1 and ZeRO-2 with offload, GA 4/8, fp32/bf16;
 ZeRO-2 offload GA=1 with 4 backward() calls and the boundary set; GA=1 with 4 backward() calls and
 the boundary never set (manual accumulation, OpenRLHF's dynamic batching), ZeRO-1/2, with and
-without offload; ZeRO-2 without offload GA 4 fp32 and GA 8 bf16 (DeepSpeed #7718).
+without offload; ZeRO-2 without offload GA 4 fp32 and GA 8 bf16 (DeepSpeed #7718); with --cpu-adam,
+DeepSpeed's own offload optimizer (DeepSpeedCPUAdam) against torch Adam.
 A cell is "ok" when at every step every micro-batch weight is within 0.01 of 1 (and, in fp32, the
 parameters match plain PyTorch within 1e-6); "leak" when a step's update carries what no
 micro-batch of that step explains; otherwise the weights of the worst step.
@@ -28,7 +29,7 @@ from sftrl_patches.probes import case_is_correct, run_child  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def matrix_cases(steps):
+def matrix_cases(steps, cpu_adam=False):
     cases = []
     for stage in (1, 2):
         for dtype in ("fp32", "bf16"):
@@ -44,6 +45,9 @@ def matrix_cases(steps):
     cases.append({"label": "Z2 no-offload GA4", "stage": 2, "ga": 4, "offload": False, "steps": steps})
     cases.append({"label": "Z2 no-offload bf16 GA8", "stage": 2, "ga": 8, "offload": False, "dtype": "bf16",
                   "steps": steps})
+    if cpu_adam:  # DeepSpeed's own offload optimizer against torch Adam (JIT-builds cpu_adam once per release)
+        cases.append({"label": "Z2 DeepSpeedCPUAdam GA4", "stage": 2, "ga": 4, "optimizer": "deepspeed_adam",
+                      "steps": steps})
     return cases
 
 
@@ -54,6 +58,8 @@ def cell(result):
         return "ok"
     if max(step.get("residual", 0.0) for step in result["steps"]) > 0.01:
         return "leak"  # later steps carry gradients of earlier ones
+    if not result["weights"]:  # an Adam case: no weights to fit, the trajectory is off by this much
+        return f"off {result['max_param_diff']:.1g}"
     return "[" + ",".join(f"{w:.2g}" for w in result["weights"]) + "]"
 
 
@@ -107,9 +113,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--cpu-adam", action="store_true",
+                        help="add a case with DeepSpeed's own offload optimizer (DeepSpeedCPUAdam) against torch Adam")
     args = parser.parse_args(argv)
     versions = args.versions or deepspeed_releases.available_releases()
-    cases = matrix_cases(args.steps)
+    cases = matrix_cases(args.steps, args.cpu_adam)
     started = time.time()
     rows = []
     for version in versions:
@@ -123,7 +131,8 @@ def main(argv=None):
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "torch": metadata.version("torch"), "steps": args.steps, "accelerator": _accelerator(rows),
             "command": "python benchmarks/deepspeed_matrix.py" + (f" --versions {' '.join(args.versions)}"
-                                                                   if args.versions else ""),
+                                                                   if args.versions else "")
+                       + (" --cpu-adam" if args.cpu_adam else ""),
             "wall_minutes": round((time.time() - started) / 60, 1)}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "deepspeed_matrix.json"), "w") as handle:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, one script for a session that has a GPU machine (device tool; at most 8 minutes there):
-# the probe matrix on CUDA (NCCL, fp32 and bf16, with the optimizer offloaded) and the overhead benchmark
+# the probe matrix on CUDA (NCCL, fp32 and bf16, with the optimizer offloaded, DeepSpeedCPUAdam) and the overhead benchmark
 # on a ~150M-parameter model, DeepSpeed 0.18.9 (affected) and 0.19.8 (fixed), patched and unpatched.
 # Writes benchmarks/results/gpu/.
 #
@@ -19,8 +19,8 @@ RELEASES="0.18.9 0.19.8"
 WHEELS=.gpu-wheels
 WHEEL_SPECS="hjson==3.1.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5"
 OUT=benchmarks/results/gpu
-MATRIX=(python3 benchmarks/deepspeed_matrix.py --versions $RELEASES --steps 3 --timeout 240 --out "$OUT")
-OVERHEAD=(python3 benchmarks/overhead.py --only offload-ga-drop offload-manual-accumulation --width 6144
+MATRIX=(python3 benchmarks/deepspeed_matrix.py --versions $RELEASES --steps 3 --timeout 240 --cpu-adam --out "$OUT")
+OVERHEAD=(python3 benchmarks/overhead.py --only offload-ga-drop offload-manual-accumulation bf16-last-micro-batch-7985 --width 6144
           --rows 2048 --steps 10 --repeats 5 --skip-doctor --import-runs 10 --out "$OUT")
 
 mode=${1:-run}

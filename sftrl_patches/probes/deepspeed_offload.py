@@ -12,6 +12,11 @@ weights' update with plain-PyTorch gradients of every micro-batch taken at the s
 
 Each case runs at least 3 optimizer steps by default: a one-step probe cannot see a leak.
 
+A case with "optimizer": "deepspeed_adam" lets DeepSpeed build its own optimizer from the config
+(DeepSpeedCPUAdam when the optimizer is offloaded, JIT-built once per release) and follows a
+plain torch Adam run fed the correct gradient of every step: Adam's update is not linear in the
+gradient, so there are no weights to fit; max_param_diff compares the two trajectories after each step.
+
 Usage: python -m sftrl_patches.probes.deepspeed_offload --cases JSON --out FILE
 (under torch.distributed.run for several ranks).
 """
@@ -23,6 +28,7 @@ import time
 import traceback
 
 LR = 0.5
+ADAM = {"lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
 DEFAULT_STEPS = 3
 IN, HIDDEN, OUT = 6, 12, 3
 
@@ -76,6 +82,9 @@ def _ds_config(case):
     }
     if case.get("grad_accum_dtype"):  # bf16 + ZeRO-1 + fp32 here selects BF16_Optimizer (#7985)
         config["data_types"] = {"grad_accum_dtype": case["grad_accum_dtype"]}
+    if case.get("optimizer") == "deepspeed_adam":  # DeepSpeed's own: DeepSpeedCPUAdam with offload
+        config["optimizer"] = {"type": "Adam", "params": dict(ADAM)}
+        config["zero_force_ds_cpu_optimizer"] = True
     return config
 
 
@@ -104,6 +113,8 @@ def run_case(case):
     mode = case.get("mode", "ga")
     micro_batch = case.get("micro_batch", 2)
     model = _model(torch, seed=1234)
+    if case.get("optimizer") == "deepspeed_adam":
+        return _run_adam_case(case, torch, deepspeed, model, rank, world)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=_ds_config(case))
     dtype = next(engine.module.parameters()).dtype
@@ -150,6 +161,40 @@ def run_case(case):
             "max_param_diff": float((torch.cat([a.flatten() for a in after]) - expected_after).abs().max()),
             "residual": float(unexplained.norm() / applied.double().norm().clamp_min(1e-30)),
         })
+    if hasattr(engine, "destroy"):
+        engine.destroy()
+    return steps
+
+
+def _run_adam_case(case, torch, deepspeed, model, rank, world):
+    """DeepSpeed's own Adam against torch Adam fed each step's correct gradient, from the same weights."""
+    from deepspeed.utils import safe_get_full_fp32_param
+    reference = _model(torch, seed=0)
+    reference.load_state_dict(model.state_dict())
+    reference_optimizer = torch.optim.Adam(reference.parameters(), lr=ADAM["lr"], betas=tuple(ADAM["betas"]),
+                                           eps=ADAM["eps"], weight_decay=ADAM["weight_decay"])
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config(case))
+    n_micro, micro_batch = case["ga"], case.get("micro_batch", 2)
+    steps = []
+    for step in range(case.get("steps", DEFAULT_STEPS)):
+        reference_optimizer.zero_grad()
+        for r in range(world):
+            for i in range(n_micro):
+                x, y = _micro_batch(torch, step, r, i, micro_batch)
+                loss = torch.nn.functional.mse_loss(reference(x), y) / (n_micro * world)
+                loss.backward()
+        expected_grad_norm = float(torch.cat([p.grad.flatten() for p in reference.parameters()]).norm())
+        reference_optimizer.step()
+        for i in range(n_micro):
+            x, y = _micro_batch(torch, step, rank, i, micro_batch)
+            engine.backward(torch.nn.functional.mse_loss(engine(x), y))
+            engine.step()
+        after = torch.cat([_full_param(safe_get_full_fp32_param, p).flatten() for p in engine.module.parameters()])
+        expected = torch.cat([p.detach().flatten() for p in reference.parameters()])
+        norm = engine.get_global_grad_norm()
+        steps.append({"weights": [], "grad_norm": None if norm is None else float(norm),
+                      "reference_grad_norm": expected_grad_norm,
+                      "max_param_diff": float((after - expected).abs().max()), "residual": 0.0})
     if hasattr(engine, "destroy"):
         engine.destroy()
     return steps
