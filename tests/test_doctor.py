@@ -207,7 +207,8 @@ def test_llamafactory_rows_give_its_deepspeed_bound_against_the_windows_and_warn
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], lf_release])
     proc = doctor("--json", "llamafactory", "llamafactory-multimodal-loss-7448", env=env)
     rows = findings(proc)
-    assert rows["llamafactory"]["installed"] == "0.9.5" and rows["llamafactory"]["level"] == "ok"
+    assert rows["llamafactory"]["data"] == {"installed": "0.9.5", "deepspeed_cap": "0.18.4"}
+    assert rows["llamafactory"]["level"] == "ok"
     assert "allows deepspeed>=0.10.0,<=0.18.4" in rows["llamafactory"]["summary"]
     assert "deepspeed-offload-ga-drop (>=0.15.2,<=0.18.4)" in rows["llamafactory"]["summary"]
     multimodal = rows["llamafactory-multimodal-loss-7448"]

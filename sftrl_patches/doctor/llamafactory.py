@@ -14,7 +14,7 @@ VERIFIED_THROUGH = "0.9.5"
 
 
 def deepspeed_cap(version_text):
-    version = parse(version_text)
+    version = parse(version_text) if version_text else None
     if version is None:
         return None
     for (first, last), cap in DEEPSPEED_CAPS:

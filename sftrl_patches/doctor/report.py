@@ -116,9 +116,10 @@ def _launchers_finding(autoload_active, environ=None):
 def _llamafactory_finding(patches):
     installed = installed_version("llamafactory")[0]
     state, summary, details = llamafactory.row(installed, patches)
+    # Not a patch row: no distribution/affected range to print, the version is in the summary and data.
     return Finding(check="llamafactory", level=OK, title="Llama-Factory: the DeepSpeed releases it allows, against "
-                   "the bug windows", state=state, summary=summary, distribution="llamafactory", installed=installed,
-                   details=details if installed else [])
+                   "the bug windows", state=state, summary=summary, details=details,
+                   data={"installed": installed, "deepspeed_cap": llamafactory.deepspeed_cap(installed)})
 
 
 def _ray_finding(ray_result):
