@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import AFFECTED, FIXED, MULTI_RANK, WINDOW_7718, last_json, require_release, run_python
-from sftrl_patches.probes import run_child
+from sftrl_patches.probes import case_is_correct, run_child
 
 GA_CASES = [{"label": f"Z2 GA{ga} overlap={oc}", "stage": 2, "ga": ga, "overlap_comm": oc, "steps": 2}
             for ga in (2, 4, 8) for oc in (False, True)]
@@ -256,3 +256,22 @@ def test_deepspeeds_own_cpu_adam_follows_torch_adam_only_when_every_micro_batch_
         assert unpatched["steps"][0]["max_param_diff"] > 1e-3, unpatched["steps"]
     else:
         assert all(step["max_param_diff"] <= 1e-6 for step in unpatched["steps"]), unpatched["steps"]
+
+
+def test_low_precision_master_weights_branch_equals_the_upstream_fix():
+    """bf16 + bf16_master_weights_and_grads + DeepSpeedCPUAdam offload: the wrapper's low-precision branch
+    (0.18.3-0.18.9 shape), which only this configuration reaches. Patched 0.18.9 must give the very numbers
+    of upstream-fixed 0.19.8 against torch Adam."""
+    case = [{"label": "Z2 bf16 master weights GA4 DeepSpeedCPUAdam", "stage": 2, "ga": 4, "dtype": "bf16",
+             "master_weights": "bf16", "optimizer": "deepspeed_adam", "steps": 3}]
+    affected, fixed = require_release(AFFECTED), require_release(FIXED)
+    unpatched = run_child(case, patched=False, env=affected, timeout=600)["results"][0]
+    patched = run_child(case, patched=True, env=affected, timeout=600)["results"][0]
+    upstream = run_child(case, patched=True, env=fixed, timeout=600)["results"][0]
+    for result in (unpatched, patched, upstream):
+        assert "error" not in result, result.get("traceback")
+    assert [s["max_param_diff"] for s in patched["steps"]] == pytest.approx(
+        [s["max_param_diff"] for s in upstream["steps"]], rel=1e-6, abs=1e-9)
+    assert all(s["max_param_diff"] < 5e-3 for s in patched["steps"]), patched["steps"]  # bf16 rounding
+    assert unpatched["steps"][0]["max_param_diff"] > 1e-2, unpatched["steps"]  # micro-batches 2 and 3 dropped
+    assert case_is_correct(patched) and not case_is_correct(unpatched)

@@ -25,6 +25,9 @@ DOCTOR_CASES = (
 
 WEIGHT_TOLERANCE = 0.01
 FP32_PARAM_TOLERANCE = 1e-6
+# bf16 weights against an fp32 torch Adam run, lr 0.01, 3 steps: 1.0e-3-2.1e-3 on upstream-fixed 0.19.8;
+# a dropped micro-batch flips update signs (2 x lr = 0.02 at the first step).
+BF16_ADAM_TOLERANCE = 5e-3
 
 
 def missing_requirements():
@@ -47,6 +50,9 @@ def case_is_correct(result):
 
 
 def _step_is_correct(step, case):
+    if not step["weights"]:  # an Adam case: the trajectory against torch Adam, no weights to fit
+        fp32 = case.get("dtype", "fp32") == "fp32"
+        return step["max_param_diff"] <= (FP32_PARAM_TOLERANCE if fp32 else BF16_ADAM_TOLERANCE)
     if any(abs(w - 1.0) > WEIGHT_TOLERANCE for w in step["weights"]):
         return False
     if step.get("residual", 0.0) > RESIDUAL_TOLERANCE:

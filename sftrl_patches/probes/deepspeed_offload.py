@@ -85,6 +85,8 @@ def _ds_config(case):
     if case.get("optimizer") == "deepspeed_adam":  # DeepSpeed's own: DeepSpeedCPUAdam with offload
         config["optimizer"] = {"type": "Adam", "params": dict(ADAM)}
         config["zero_force_ds_cpu_optimizer"] = True
+    if case.get("master_weights") == "bf16":  # the low-precision master-weights branch (needs CPU Adam offload)
+        config["bf16"]["bf16_master_weights_and_grads"] = True
     return config
 
 
@@ -174,6 +176,7 @@ def _run_adam_case(case, torch, deepspeed, model, rank, world):
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=ADAM["lr"], betas=tuple(ADAM["betas"]),
                                            eps=ADAM["eps"], weight_decay=ADAM["weight_decay"])
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config(case))
+    dtype = next(engine.module.parameters()).dtype
     n_micro, micro_batch = case["ga"], case.get("micro_batch", 2)
     steps = []
     for step in range(case.get("steps", DEFAULT_STEPS)):
@@ -187,7 +190,7 @@ def _run_adam_case(case, torch, deepspeed, model, rank, world):
         reference_optimizer.step()
         for i in range(n_micro):
             x, y = _micro_batch(torch, step, rank, i, micro_batch)
-            engine.backward(torch.nn.functional.mse_loss(engine(x), y))
+            engine.backward(torch.nn.functional.mse_loss(engine(x.to(dtype)).float(), y))
             engine.step()
         after = torch.cat([_full_param(safe_get_full_fp32_param, p).flatten() for p in engine.module.parameters()])
         expected = torch.cat([p.detach().flatten() for p in reference.parameters()])
