@@ -8,6 +8,7 @@ belong to OpenRLHF, TRL or a user's script; the launchers' flags are checked.
 import os
 import re
 
+from .describe import as_int
 from .inputs import InputError
 
 # Launcher flag -> takes a value? Flags not listed here are refused (a typo would change the world size).
@@ -62,12 +63,11 @@ class Launch:
 
 
 def _int(value, what):
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise InputError(f"launch command: {what}: expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise InputError(f"launch command: {what}: expected a positive number, got {number}")
+    """A launcher's count: the audit's one integer reader, and "auto" is no count here."""
+    where = f"launch command: {what}"
+    number = as_int(value, where)
+    if number is None:
+        raise InputError(f"{where}: expected a whole number, got {value!r}")
     return number
 
 
