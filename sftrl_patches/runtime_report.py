@@ -65,15 +65,16 @@ def _hook_class(module, registry):
 def report_built(obj, kind, registry):
     """Evaluate and say the verdicts for a just-built engine or trainer. Never raises."""
     mode = os.environ.get(VERDICT_VAR, "rank0").strip().lower()
+    silent = mode in ("off", "0", "false", "no")
     report_file = os.environ.get(REPORT_VAR)
-    if mode in ("off", "0", "false", "no") and not report_file:
+    if silent and not report_file:
         return None
     try:
         event = _event(obj, kind, registry)
         if event is None:
             return None
         rank = _rank(obj)
-        if mode == "all" or (mode not in ("off", "0", "false", "no") and rank in (0, None)):
+        if mode == "all" or (not silent and rank in (0, None)):
             sys.stderr.write(event["line"] + "\n")
             sys.stderr.flush()
         if report_file:
@@ -138,10 +139,7 @@ def _engine_facts(builder, engine):
         pass
     builder.offer("grad_accum_dtype", builder.facts.get("precision"), "DeepSpeed's default (the model's dtype)")
     builder.offer("uses_deepspeed", True, source)
-    ga = builder.facts.get("gradient_accumulation_steps")
-    if ga and ga > 1:
-        builder.offer("accumulation", "engine", "gradient_accumulation_steps > 1")
-        builder.offer("micro_batches_per_step", ga, source)
+    builder.derive_engine_steps()
 
 
 def _openrlhf_facts(builder, trainer, kind):

@@ -25,6 +25,14 @@ class RunBuilder:
             self.facts[field] = value
             self.sources[field] = source
 
+    def derive_engine_steps(self):
+        """DeepSpeed counts micro-batches whenever its GA is above 1; counted by the engine, a step is GA of them."""
+        ga = self.facts.get("gradient_accumulation_steps")
+        if ga and ga > 1:
+            self.offer("accumulation", "engine", "gradient_accumulation_steps > 1: DeepSpeed counts micro-batches")
+        if self.facts.get("accumulation") == "engine" and ga:
+            self.offer("micro_batches_per_step", ga, self.sources["gradient_accumulation_steps"])
+
     def description(self, versions):
         return dict(self.facts, versions=dict(versions), sources=dict(self.sources))
 

@@ -160,11 +160,7 @@ def _describe_layers(builder, inputs, world, world_source, trainer):
         builder.offer("gradient_accumulation_steps", 1, "TrainingArguments' default")
         builder.offer("accumulation", "engine", f"{trainer} lets DeepSpeed count micro-batches")
         builder.offer("pipeline_parallel", False, f"{trainer} has no pipeline parallelism")
-    ga = facts.get("gradient_accumulation_steps")
-    if ga and ga > 1:
-        builder.offer("accumulation", "engine", "gradient_accumulation_steps > 1: DeepSpeed counts micro-batches")
-    if facts.get("accumulation") == "engine" and ga:
-        builder.offer("micro_batches_per_step", ga, builder.sources["gradient_accumulation_steps"])
+    builder.derive_engine_steps()
 
 
 def _check_batch(builder, settings, where, micro, world):
