@@ -15,7 +15,7 @@ class InputError(ValueError):
 
 
 # Distributions whose versions matter to some record or to how a run is read.
-KNOWN_DISTRIBUTIONS = ("deepspeed", "openrlhf", "transformers", "trl", "accelerate", "llamafactory", "torch")
+KNOWN_DISTRIBUTIONS = ("torch", "deepspeed", "openrlhf", "trl", "transformers", "accelerate", "llamafactory")
 _ALIASES = {"llama-factory": "llamafactory", "llmtuner": "llamafactory"}
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#,]+)")
 
@@ -60,16 +60,10 @@ def read_requirements(path):
 
 
 def installed_versions():
-    from importlib import metadata
-    versions = {}
-    for dist in KNOWN_DISTRIBUTIONS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-        except Exception:  # broken metadata: as good as unknown
-            continue
-    return versions
+    """The known distributions installed here, read from metadata (the doctor's header uses it too)."""
+    from ..registry import installed_version
+    versions = {dist: installed_version(dist)[0] for dist in KNOWN_DISTRIBUTIONS}
+    return {dist: version for dist, version in versions.items() if version}
 
 
 def _read_text(path):

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import _config, registry
 from . import launchers, llamafactory, ray_check, startup
+from ..audit.inputs import installed_versions
 from ..registry import installed_version
 
 SCHEMA = "sftrl-doctor/1"
@@ -171,11 +172,9 @@ def _case_summary(result):
 
 
 def environment():
-    versions = {name: installed_version(name)[0] for name in ("torch", "deepspeed", "openrlhf", "trl",
-                                                              "transformers", "accelerate", "llamafactory")}
     return {
         "python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
-        "packages": {k: v for k, v in versions.items() if v},
+        "packages": installed_versions(),
         "switches": {var: os.environ.get(var) for var in _config.SWITCH_VARS
                      if os.environ.get(var)},
     }
