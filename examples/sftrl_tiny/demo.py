@@ -113,6 +113,24 @@ def evaluation_command(args, seed, model, out):
                                  "--seed", str(seed), "--model", model, "--out", out]
 
 
+def sft_and_evaluate(args, config, seed, command, train_env, eval_env, load_run, framework, progress):
+    """One run of an SFT-only comparison: command(sft_folder) trains, the held-out split is evaluated,
+    load_run(folder, config, seed) reads the record back; the SFT wall time goes with it."""
+    folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
+    os.makedirs(folder, exist_ok=True)
+    sft = os.path.join(folder, "sft")
+    started = time.time()
+    run(command(sft), os.path.join(folder, "sft.log"), train_env)
+    seconds = time.time() - started
+    run(evaluation_command(args, seed, sft, os.path.join(folder, "eval_sft.json")),
+        os.path.join(folder, "eval_sft.log"), eval_env)
+    record = load_run(folder, config, seed)
+    record["sft_s"] = seconds
+    progress.say(f"{config} seed {seed}: accuracy {record['acc_sft']:.3f} after {framework} SFT ({seconds:.0f} s)",
+                 finished=True)
+    return record
+
+
 def rl_round_flags(args, steps, lr, seed):
     """The RL flags every run shares: P prompts x 8 rollouts per round, 2 mini-batches, the demo's lengths."""
     return ["--steps", str(steps), "--prompts-per-step", str(args.grpo_prompts), "--num-generations", "8",

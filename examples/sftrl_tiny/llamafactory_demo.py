@@ -16,9 +16,7 @@ go to --out: results.md, results.json, sft_curves.png.
 """
 import functools
 import os
-import statistics
 import sys
-import time
 
 from . import demo, report
 
@@ -81,36 +79,20 @@ def load_run(folder, config, seed):
 def pipeline(args, config, seed, port, threads, progress):
     """Llama-Factory SFT -> evaluate for one configuration and seed; returns its record."""
     offload, disable = CONFIGS[config]
-    folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
-    os.makedirs(folder, exist_ok=True)
-    sft = os.path.join(folder, "sft")
-    started = time.time()
-    demo.run(sft_command(args, os.path.join(args.out, "data"), os.path.join(args.out, "base"), sft, offload, seed),
-             os.path.join(folder, "sft.log"), training_env(args, threads, disable, port))
-    seconds = time.time() - started
-    demo.run(demo.evaluation_command(args, seed, sft, os.path.join(folder, "eval_sft.json")),
-             os.path.join(folder, "eval_sft.log"), demo.child_env(threads))
-    record = load_run(folder, config, seed)
-    record["sft_s"] = seconds
-    progress.say(f"{config} seed {seed}: accuracy {record['acc_sft']:.3f} after Llama-Factory SFT ({seconds:.0f} s)",
-                 finished=True)
-    return record
+
+    def command(sft):
+        return sft_command(args, os.path.join(args.out, "data"), os.path.join(args.out, "base"), sft, offload, seed)
+    return demo.sft_and_evaluate(args, config, seed, command, training_env(args, threads, disable, port),
+                                 demo.child_env(threads), load_run, "Llama-Factory", progress)
 
 
 def table(records):
-    k = records[0]["eval_samples"] if records else 1
-    metric = "pass@1" if k == 1 else f"avg@{k}"
-    lines = [f"| configuration | Llama-Factory | DeepSpeed | offload patch (in the rank) | seeds | SFT {metric} (%) "
-             "| SFT loss, last 10% of steps | SFT grad norm, mean |", "|---|---|---|---|---|---|---|---|"]
-    for config in dict.fromkeys(r["config"] for r in records):
-        rows = [r for r in records if r["config"] == config]
-
-        def joined(key):
-            return ", ".join(sorted({str(r[key]) for r in rows}))
-        lines.append(f"| {config} | {joined('llamafactory')} | {joined('deepspeed')} | {joined('patch')} "
-                     f"| {len(rows)} | {report.mean_std([r['acc_sft'] for r in rows], 100)} "
-                     f"| {report.mean_std([report.tail_mean(r['sft_loss']) for r in rows], digits=3)} "
-                     f"| {report.mean_std([statistics.fmean(r['sft_grad_norm']) for r in rows], digits=3)} |")
+    lines = [f"| configuration | Llama-Factory | DeepSpeed | offload patch (in the rank) | seeds "
+             f"| SFT {report.metric_name(records)} (%) | SFT loss, last 10% of steps | SFT grad norm, mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for config, rows in report.by_config(records):
+        lines.append(f"| {config} | {report.joined(rows, 'llamafactory')} | {report.joined(rows, 'deepspeed')} "
+                     f"| {report.joined(rows, 'patch')} | {len(rows)} | {report.sft_cells(rows)} |")
     return "\n".join(lines)
 
 

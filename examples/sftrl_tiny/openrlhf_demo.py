@@ -18,8 +18,6 @@ import functools
 import importlib.util
 import os
 import re
-import statistics
-import time
 
 from . import demo, report
 
@@ -71,48 +69,29 @@ def load_run(folder, config, seed):
 
 def pipeline(args, config, seed, port, threads, progress):
     """OpenRLHF SFT -> evaluate for one configuration and seed; returns its record."""
-    folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
-    os.makedirs(folder, exist_ok=True)
     env = demo.child_env(threads, disable=CONFIGS[config])
     env["MASTER_PORT"] = str(port)
-    sft = os.path.join(folder, "sft")
-    started = time.time()
-    demo.run(demo.module("openrlhf_sft") + [
-        "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
-        "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)],
-        os.path.join(folder, "sft.log"), env)
-    seconds = time.time() - started
-    demo.run(demo.evaluation_command(args, seed, sft, os.path.join(folder, "eval_sft.json")),
-             os.path.join(folder, "eval_sft.log"), env)
-    record = load_run(folder, config, seed)
-    record["sft_s"] = seconds
-    progress.say(f"{config} seed {seed}: accuracy {record['acc_sft']:.3f} after OpenRLHF SFT ({seconds:.0f} s)",
-                 finished=True)
-    return record
+
+    def command(sft):
+        return demo.module("openrlhf_sft") + [
+            "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
+            "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)]
+    return demo.sft_and_evaluate(args, config, seed, command, env, env, load_run, "OpenRLHF", progress)
 
 
 def table(records):
-    k = records[0]["eval_samples"] if records else 1
-    metric = "pass@1" if k == 1 else f"avg@{k}"
-    lines = [f"| configuration | OpenRLHF | DeepSpeed | offload patch | loss patch | seeds | SFT {metric} (%) "
-             "| SFT loss, last 10% of steps | SFT grad norm, mean | paper, Table 2 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for config in dict.fromkeys(r["config"] for r in records):
-        rows = [r for r in records if r["config"] == config]
-
-        def joined(key):
-            return ", ".join(sorted({str(r[key]) for r in rows}))
-        lines.append(f"| {config} | {joined('openrlhf')} | {joined('deepspeed')} | {joined('optimizer_patch')} "
-                     f"| {joined('loss_patch')} | {len(rows)} | {report.mean_std([r['acc_sft'] for r in rows], 100)} "
-                     f"| {report.mean_std([report.tail_mean(r['sft_loss']) for r in rows], digits=3)} "
-                     f"| {report.mean_std([statistics.fmean(r['sft_grad_norm']) for r in rows], digits=3)} "
-                     f"| {PAPER[config]} |")
+    lines = [f"| configuration | OpenRLHF | DeepSpeed | offload patch | loss patch | seeds "
+             f"| SFT {report.metric_name(records)} (%) | SFT loss, last 10% of steps | SFT grad norm, mean "
+             "| paper, Table 2 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for config, rows in report.by_config(records):
+        lines.append(f"| {config} | {report.joined(rows, 'openrlhf')} | {report.joined(rows, 'deepspeed')} "
+                     f"| {report.joined(rows, 'optimizer_patch')} | {report.joined(rows, 'loss_patch')} | {len(rows)} "
+                     f"| {report.sft_cells(rows)} | {PAPER[config]} |")
     counts = sorted({count for r in records for count in r["by_operands"]}, key=int)
     if len(counts) > 1:  # varied lengths: where the accuracy comes from
         lines += ["", f"| configuration | {' | '.join(f'{c} operands' for c in counts)} |",
                   "|---|" + "---|" * len(counts)]
-        for config in dict.fromkeys(r["config"] for r in records):
-            rows = [r for r in records if r["config"] == config]
+        for config, rows in report.by_config(records):
             lines.append(f"| {config} | " + " | ".join(
                 report.mean_std([r["by_operands"][c] for r in rows if c in r["by_operands"]], 100)
                 for c in counts) + " |")

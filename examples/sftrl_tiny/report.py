@@ -54,18 +54,38 @@ def tail_mean(series, fraction=0.1):
     return statistics.fmean(tail) if tail else float("nan")
 
 
-def table(records):
-    configs = list(dict.fromkeys(r["config"] for r in records))
+def metric_name(records):
+    """pass@1, or avg@k when every held-out problem got k answers."""
     k = records[0]["eval_samples"] if records else 1
-    metric = "pass@1" if k == 1 else f"avg@{k}"
+    return "pass@1" if k == 1 else f"avg@{k}"
+
+
+def by_config(records):
+    """[(configuration, its records over seeds)], configurations in the order they first appear."""
+    return [(config, [r for r in records if r["config"] == config])
+            for config in dict.fromkeys(r["config"] for r in records)]
+
+
+def joined(rows, key):
+    """The distinct values of `key` over a configuration's runs (a version, a patch state)."""
+    return ", ".join(sorted({str(r[key]) for r in rows}))
+
+
+def sft_cells(rows):
+    """The columns every SFT-only table ends with: accuracy, late loss, mean gradient norm (mean ± std over seeds)."""
+    return (f"{mean_std([r['acc_sft'] for r in rows], 100)} "
+            f"| {mean_std([tail_mean(r['sft_loss']) for r in rows], digits=3)} "
+            f"| {mean_std([statistics.fmean(r['sft_grad_norm']) for r in rows], digits=3)}")
+
+
+def table(records):
+    metric = metric_name(records)
     lines = [f"| configuration | DeepSpeed | patch in the run | seeds | SFT {metric} (%) | SFT→RL {metric} (%) "
              "| SFT loss, last 10% of steps | SFT grad norm, mean |",
              "|---|---|---|---|---|---|---|---|"]
-    for config in configs:
-        rows = [r for r in records if r["config"] == config]
-        states = ", ".join(sorted({r["patch"] for r in rows}))
-        versions = ", ".join(sorted({str(r["deepspeed"]) for r in rows}))
-        lines.append(f"| {config} | {versions} | {states} | {len(rows)} | {mean_std([r['acc_sft'] for r in rows], 100)} "
+    for config, rows in by_config(records):
+        lines.append(f"| {config} | {joined(rows, 'deepspeed')} | {joined(rows, 'patch')} | {len(rows)} "
+                     f"| {mean_std([r['acc_sft'] for r in rows], 100)} "
                      f"| {mean_std([r['acc_rl'] for r in rows], 100)} "
                      f"| {mean_std([tail_mean(r['sft_loss']) for r in rows], digits=3)} "
                      f"| {statistics.fmean(statistics.fmean(r['sft_grad_norm']) for r in rows):.3f} |")
