@@ -7,8 +7,6 @@ Each setup is what a public source states (flags, configs, versions); where a so
 versions open, the setup says which it assumes. Run from the repository root.
 """
 import argparse
-import contextlib
-import io
 import json
 import os
 import shlex
@@ -92,15 +90,12 @@ def audit_argv(setup, command):
 
 
 def run(setup, command):
-    """(exit code, text output, JSON report) of `sftrl-doctor audit` for a setup, in this process."""
+    """(exit code, text output, JSON report) of `sftrl-doctor audit` for a setup, in this process: one audit,
+    rendered both ways."""
     from sftrl_patches.audit import cli
-    outputs = {}
-    for as_json in (False, True):
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            code = cli.main((["--json"] if as_json else []) + audit_argv(setup, command))
-        outputs[as_json] = (code, buffer.getvalue())
-    return outputs[False][0], outputs[False][1], json.loads(outputs[True][1])
+    argv = audit_argv(setup, command)
+    report, code = cli.run_audit(cli.build_parser().parse_args(argv[:argv.index("--")]), command)
+    return code, cli.to_text(report) + "\n", report
 
 
 def command_of(setup, check, stale):
