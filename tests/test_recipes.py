@@ -69,6 +69,16 @@ def test_openrlhf_reward_file_scores_boxed_answers():
     assert out["rewards"].tolist() == [1.0, 0.0, 0.0]
 
 
+def test_openrlhf_reward_file_scores_from_a_worker_thread_as_openrlhf_calls_it():
+    # OpenRLHF runs reward_func through asyncio.to_thread; Math-Verify's signal-based timeout raises
+    # there, and before the fix every answer silently scored 0.
+    import asyncio
+    from examples.recipes.openrlhf_reward import reward_func
+    out = asyncio.run(asyncio.to_thread(reward_func, ["Q: 7-9? A: \\boxed{-2}", "Q: 7-9? A: \\boxed{2}"],
+                                        ["Q: 7-9?"] * 2, ["-2", "-2"]))
+    assert out["rewards"].tolist() == [1.0, 0.0]
+
+
 def trl_args(argv, script):
     """The arguments of our TRL script as the printed command gives them, parsed by its own parser."""
     return script.parse_args(argv[argv.index(f"examples.sftrl_tiny.{script.__name__.rsplit('.', 1)[1]}") + 1:])

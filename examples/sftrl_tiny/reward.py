@@ -23,14 +23,21 @@ def last_boxed(text):
 
 def score(completion, truth):
     """1.0 or 0.0 for one completion (a string, or a list of chat messages) against one answer."""
+    import threading
     from math_verify import parse, verify
+    # Math-Verify's timeouts use signal.alarm, which raises off the main thread, and OpenRLHF calls
+    # a reward file from a worker thread: with them every answer would silently score 0. The
+    # content is one box's worth of text, so running without a timeout there is safe.
+    seconds = 5 if threading.current_thread() is threading.main_thread() else None
     if isinstance(completion, list):  # conversational: the last message is the model's
         completion = completion[-1].get("content", "") if completion else ""
     content = last_boxed(completion)
     if content is None:
         return 0.0
     try:
-        return 1.0 if verify(parse(f"${truth}$"), parse(f"$\\boxed{{{content}}}$")) else 0.0
+        gold = parse(f"${truth}$", parsing_timeout=seconds)
+        answer = parse(f"$\\boxed{{{content}}}$", parsing_timeout=seconds)
+        return 1.0 if verify(gold, answer, timeout_seconds=seconds) else 0.0
     except Exception:  # Math-Verify could not read it: malformed, so no reward
         return 0.0
 
