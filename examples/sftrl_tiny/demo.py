@@ -113,9 +113,10 @@ def evaluation_command(args, seed, model, out):
                                  "--seed", str(seed), "--model", model, "--out", out]
 
 
-def sft_and_evaluate(args, config, seed, command, train_env, eval_env, load_run, framework, progress):
+def sft_and_evaluate(args, config, seed, command, train_env, eval_env, load_run, framework, progress, last=True):
     """One run of an SFT-only comparison: command(sft_folder) trains, the held-out split is evaluated,
-    load_run(folder, config, seed) reads the record back; the SFT wall time goes with it."""
+    load_run(folder, config, seed) reads the record back; the SFT wall time goes with it. last=False
+    when the run goes on after SFT (progress counts it finished later)."""
     folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
     os.makedirs(folder, exist_ok=True)
     sft = os.path.join(folder, "sft")
@@ -127,7 +128,7 @@ def sft_and_evaluate(args, config, seed, command, train_env, eval_env, load_run,
     record = load_run(folder, config, seed)
     record["sft_s"] = seconds
     progress.say(f"{config} seed {seed}: accuracy {record['acc_sft']:.3f} after {framework} SFT ({seconds:.0f} s)",
-                 finished=True)
+                 finished=last)
     return record
 
 

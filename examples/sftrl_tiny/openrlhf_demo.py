@@ -39,10 +39,14 @@ SETTINGS = ("train", "test", "operands", "max_operands", "digits", "pretrain_doc
 def parse_args(argv=None):
     parser, args = demo.parse_comparison_args(argv, __doc__, "results/tiny-openrlhf", list(CONFIGS),
                                               {name: demo.DEFAULTS[name] for name in SETTINGS}, demo.SMOKE)
+    require_openrlhf(parser)
+    return args
+
+
+def require_openrlhf(parser):
     if importlib.util.find_spec("openrlhf") is None:
         parser.error("OpenRLHF is not importable: pip install --no-deps openrlhf==0.9.10 (plus its pure-Python "
                      "dependencies, see .ci/run), or put its folder on PYTHONPATH")
-    return args
 
 
 def accuracy_by_operands(details):
@@ -67,16 +71,19 @@ def load_run(folder, config, seed):
             "by_operands": accuracy_by_operands(evaluation["details"])}
 
 
+def sft_command(args, seed, sft):
+    """OpenRLHF's SFT of the shared base model into the folder `sft`."""
+    return demo.module("openrlhf_sft") + [
+        "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
+        "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)]
+
+
 def pipeline(args, config, seed, port, threads, progress):
     """OpenRLHF SFT -> evaluate for one configuration and seed; returns its record."""
     env = demo.child_env(threads, disable=CONFIGS[config])
     env["MASTER_PORT"] = str(port)
-
-    def command(sft):
-        return demo.module("openrlhf_sft") + [
-            "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
-            "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)]
-    return demo.sft_and_evaluate(args, config, seed, command, env, env, load_run, "OpenRLHF", progress)
+    return demo.sft_and_evaluate(args, config, seed, functools.partial(sft_command, args, seed), env, env, load_run,
+                                 "OpenRLHF", progress)
 
 
 def table(records):

@@ -25,6 +25,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REWARD_FILE = os.path.join(os.path.dirname(HERE), "recipes", "openrlhf_reward.py")
 
 
+# What stops OpenRLHF's dynamic batching on a CPU, in 0.9.10 to 0.11.2.
+CPU_DYNAMIC_BATCH = (
+    "--dynamic-batch needs a GPU: train_ppo_ray turns --use_dynamic_batch into --packing_samples, which sets "
+    "--attn_implementation flash_attention_2 (0.9.10: openrlhf/cli/train_ppo_ray.py lines 565-578), and "
+    "flash-attn is CUDA-only: the actor's from_pretrained raises ImportError in transformers' "
+    "_flash_attn_can_dispatch")
+
+
+def cuda_available():
+    import torch
+    return torch.cuda.is_available()
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the SFT checkpoint (a model folder)")
@@ -50,6 +63,8 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.num_generations < 2:
         parser.error("--num-generations must be >= 2 (group-normalised advantages need a group)")
+    if args.dynamic_batch and not cuda_available():
+        parser.error(CPU_DYNAMIC_BATCH)
     rollouts = args.prompts_per_step * args.num_generations
     if rollouts % args.mini_batches or (rollouts // args.mini_batches) % args.micro_batch:
         parser.error(f"{rollouts} rollouts per round must split into --mini-batches {args.mini_batches} of whole "

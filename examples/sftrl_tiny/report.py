@@ -49,6 +49,11 @@ def mean_std(values, scale=1.0, digits=1):
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def head_mean(series, fraction=0.1):
+    head = series[:max(1, int(len(series) * fraction))]
+    return statistics.fmean(head) if head else float("nan")
+
+
 def tail_mean(series, fraction=0.1):
     tail = series[-max(1, int(len(series) * fraction)):]
     return statistics.fmean(tail) if tail else float("nan")
@@ -136,19 +141,23 @@ def sft_curves(path, records, colours, dashed=()):
 def plot(out, records):
     colours = {"buggy": "tab:red", "fixed": "tab:blue", "reference": "tab:green"}
     sft_curves(os.path.join(out, "sft_curves.png"), records, colours, dashed=("reference",))
+    reward_curve(os.path.join(out, "rl_reward.png"), records, colours, dashed=("reference",))
+
+
+def reward_curve(path, records, colours, dashed=()):
+    """Mean reward per generation round, mean over seeds, one line per configuration."""
     plt = pyplot()
-    configs = list(dict.fromkeys(r["config"] for r in records))
     figure, axis = plt.subplots(figsize=(6, 4))
-    for config in configs:
+    for config in dict.fromkeys(r["config"] for r in records):
         rows = [r for r in records if r["config"] == config]
         axis.plot(smooth(mean_curve(rows, "rl_reward")), label=config, color=colours.get(config),
-                  linestyle="--" if config == "reference" else "-")
+                  linestyle="--" if config in dashed else "-")
     axis.set_title(f"GRPO reward per generation round\n(mean over seeds, moving average of {SMOOTH})")
     axis.set_xlabel("generation round")
     axis.set_ylabel("mean reward")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(os.path.join(out, "rl_reward.png"), dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
