@@ -51,6 +51,17 @@ def test_openrlhf_recipe_flags_are_accepted_by_that_releases_parser(tmp_path, st
     assert len(flags) >= 15 and not flags - accepted, sorted(flags - accepted)
 
 
+@pytest.mark.parametrize("style, version, deepspeed", [("flat", "0.9.10", AFFECTED), ("dotted", ORL_FIXED, FIXED)])
+def test_the_cpu_grpo_flags_are_accepted_by_that_releases_parser(tmp_path, style, version, deepspeed):
+    from examples.sftrl_tiny import openrlhf_grpo
+    args = openrlhf_grpo.parse_args(["--model", "m", "--data", "d", "--out", str(tmp_path)])
+    args.dynamic_batch = True  # refused on a CPU, written for a GPU box: its flags must parse too
+    argv = openrlhf_grpo.cli_argv(args, style, "prompts.jsonl")
+    flags = {token for token in argv if token.startswith("--")}
+    accepted = openrlhf_help(version, deepspeed, "openrlhf.cli.train_ppo_ray")
+    assert len(flags) >= 30 and not flags - accepted, sorted(flags - accepted)
+
+
 def test_openrlhf_sft_is_luffys_baseline_and_as_published_switches_the_patches_off(tmp_path):
     corrected = dry_run("openrlhf", "sft", "--flag-style", "flat", "--out", str(tmp_path))
     published = dry_run("openrlhf", "sft", "--flag-style", "flat", "--out", str(tmp_path), "--as-published")

@@ -1,9 +1,11 @@
 """OpenRLHF's own trainers on a CPU-only machine (FACTS.md: flash-attn and vLLM are CUDA-only).
 
 `stand_ins/` holds import-only stand-ins for flash_attn and vllm: OpenRLHF imports them at module
-level, and every name in them raises if called. `cuda.install()` turns the few torch.cuda calls
-OpenRLHF makes on its SFT path into CPU no-ops. Nothing else is replaced: the trainer, its loss,
-DeepspeedStrategy and its DeepSpeed config are OpenRLHF's own.
+level, and every name in them raises if called (the SFT path). `vllm_hf/` is a working vllm
+stand-in that generates with Hugging Face and takes the trainer's weights over gloo (the RL path).
+`cuda.install()` turns the few torch.cuda calls OpenRLHF makes into CPU no-ops; `ray_cpu` starts a
+local Ray cluster whose workers get all of that. Nothing else is replaced: the trainers, their
+losses, DeepspeedStrategy, the Ray actors, the rollout and reward code are OpenRLHF's own.
 """
 import os
 

@@ -15,10 +15,11 @@ import json
 import os
 import sys
 
+from . import STAND_INS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 VLLM_HF = os.path.join(HERE, "vllm_hf")
-STAND_INS = os.path.join(HERE, "stand_ins")
 METRICS_VAR = "SFTRL_OPENRLHF_METRICS"
 SETUP_HOOK = "examples.openrlhf_cpu.ray_cpu.worker_setup"
 # what OpenRLHF's own ray.init would have set (train_ppo_ray.train)
@@ -29,18 +30,15 @@ def python_path(existing=None):
     """The stand-in vLLM before anything else (an import-only vllm may be on the path), the
     repository for this module, the import-only stand-ins last."""
     parts = [VLLM_HF, ROOT] + [p for p in (existing or "").split(os.pathsep) if p] + [STAND_INS]
-    seen = []
-    for part in parts:
-        if part not in seen:
-            seen.append(part)
-    return os.pathsep.join(seen)
+    return os.pathsep.join(dict.fromkeys(parts))
 
 
 def worker_setup():
     """Ray's worker_process_setup_hook: runs in every worker before any task."""
-    for path in (VLLM_HF, STAND_INS):
-        if path not in sys.path:
-            sys.path.insert(0, path) if path == VLLM_HF else sys.path.append(path)
+    if VLLM_HF not in sys.path:
+        sys.path.insert(0, VLLM_HF)
+    if STAND_INS not in sys.path:
+        sys.path.append(STAND_INS)
     from . import cuda
     cuda.install()
     finder = post_import_finder()

@@ -35,6 +35,10 @@ DOTTED = {
     "vllm_tensor_parallel_size": "vllm.tensor_parallel_size", "colocate_all_models": "train.colocate_all",
     "vllm_enable_sleep": "vllm.enable_sleep", "deepspeed_enable_sleep": "ds.enable_sleep",
     "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
+    # the CPU GRPO (examples/sftrl_tiny/openrlhf_grpo.py)
+    "max_samples": "data.max_samples", "vllm_sync_backend": "vllm.sync_backend", "enforce_eager": "vllm.enforce_eager",
+    "use_tensorboard": "logger.tensorboard_dir", "use_dynamic_batch": "train.dynamic_batch_enable",
+    "train_max_tokens_per_gpu": "train.max_tokens_per_gpu", "rollout_max_tokens_per_gpu": "rollout.max_tokens_per_gpu",
 }
 # train_ppo_ray puts the model's own flags under the actor group
 DOTTED_PPO = {**DOTTED, "pretrain": "actor.model_name_or_path", "actor_learning_rate": "actor.adam.lr",

@@ -54,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--dynamic-batch", action="store_true", help="OpenRLHF's --use_dynamic_batch")
     parser.add_argument("--max-tokens-per-micro-batch", type=int, default=256,
                         help="with --dynamic-batch: token budget of a micro-batch")
+    parser.add_argument("--reward-file", default=REWARD_FILE,
+                        help="OpenRLHF's --remote_rm_url: a .py file with reward_func(queries, prompts, labels)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flag-style", choices=("auto", "flat", "dotted"), default="auto",
                         help="flat: OpenRLHF <= 0.10.1 (the paper's 0.9.10); dotted: >= 0.10.2")
@@ -63,6 +65,9 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.num_generations < 2:
         parser.error("--num-generations must be >= 2 (group-normalised advantages need a group)")
+    if not (args.reward_file.endswith(".py") and os.path.isfile(args.reward_file)):
+        parser.error(f"--reward-file {args.reward_file}: not a .py file")
+    args.reward_file = os.path.abspath(args.reward_file)
     if args.dynamic_batch and not cuda_available():
         parser.error(CPU_DYNAMIC_BATCH)
     rollouts = args.prompts_per_step * args.num_generations
@@ -87,7 +92,7 @@ def cli_argv(args, style, prompts):
     from examples.recipes.openrlhf import DOTTED_PPO, flags
     rollouts = args.prompts_per_step * args.num_generations
     pairs = [("pretrain", args.model), ("prompt_data", prompts), ("input_key", "prompt"), ("label_key", "answer"),
-             ("apply_chat_template", True), ("remote_rm_url", REWARD_FILE),
+             ("apply_chat_template", True), ("remote_rm_url", args.reward_file),
              ("advantage_estimator", "group_norm"), ("no_advantage_std_norm", True), ("init_kl_coef", 0),
              ("n_samples_per_prompt", args.num_generations), ("rollout_batch_size", args.prompts_per_step),
              ("max_samples", args.steps * args.prompts_per_step), ("num_episodes", 1),
@@ -150,7 +155,7 @@ def main(argv=None):
     finally:
         ray.shutdown()
     from importlib import metadata
-    facts = {"args": vars(args), "openrlhf": metadata.version("openrlhf"), "cli": argv_for_cli,
+    facts = {"args": vars(args), "openrlhf": metadata.version("openrlhf"), "cli": argv_for_cli, "driver_pid": os.getpid(),
              "SFTRL_PATCHES_DISABLE": os.environ.get("SFTRL_PATCHES_DISABLE"), **actor_facts(report)}
     with open(os.path.join(args.out, "run.json"), "w", encoding="utf-8") as handle:
         json.dump(facts, handle, indent=2)
