@@ -5,6 +5,9 @@
 # Usage: bash examples/demo.sh [results folder] [extra demo flags, e.g. --seeds 0]
 # SFTRL_DEMO_OPENRLHF=1 adds the loss-aggregation half: OpenRLHF 0.9.10's own SFT in the four patch
 # configurations of the paper's Table 2 (about 10 more minutes), results in "<results folder>-openrlhf".
+# SFTRL_DEMO_OPENRLHF_RL=1 adds SFT-then-RL with both stages on OpenRLHF 0.9.10's own trainers (train_sft,
+# then GRPO through train_ppo_ray on a local Ray cluster), both bugs against both fixes (about 15 more
+# minutes), in "<results folder>-openrlhf-rl".
 # SFTRL_DEMO_LLAMAFACTORY=1 adds Llama-Factory 0.9.5's own SFT (buggy / fixed / reference), in
 # "<results folder>-llamafactory".
 set -euo pipefail
@@ -29,14 +32,21 @@ echo
 echo "== tiny SFT-then-RL demo -> $OUT"
 python -m examples.sftrl_tiny.demo --out "$OUT" "$@"
 
-if [ "${SFTRL_DEMO_OPENRLHF:-0}" = "1" ]; then
-    # OpenRLHF cannot pip install on a CPU (flash-attn, vLLM): --no-deps, plus what its SFT path imports
-    # (pip then lists the GPU-side requirements it left out; expected).
+if [ "${SFTRL_DEMO_OPENRLHF:-0}" = "1" ] || [ "${SFTRL_DEMO_OPENRLHF_RL:-0}" = "1" ]; then
+    # OpenRLHF cannot pip install on a CPU (flash-attn, vLLM): --no-deps, plus what its SFT and Ray paths
+    # import (pip then lists the GPU-side requirements it left out; expected).
     python -m pip install -q --no-deps "openrlhf==0.9.10"
-    python -m pip install -q -c .ci/constraints.txt peft torchdata pillow pylatexenc
+    python -m pip install -q -c .ci/constraints.txt peft torchdata pillow pylatexenc "ray==2.55.0" aiohttp
+fi
+if [ "${SFTRL_DEMO_OPENRLHF:-0}" = "1" ]; then
     echo
     echo "== the loss-aggregation half on OpenRLHF's own SFT -> ${OUT}-openrlhf"
     python -m examples.sftrl_tiny.openrlhf_demo --out "${OUT}-openrlhf" "$@"
+fi
+if [ "${SFTRL_DEMO_OPENRLHF_RL:-0}" = "1" ]; then
+    echo
+    echo "== SFT-then-RL on OpenRLHF's own trainers (GRPO through train_ppo_ray) -> ${OUT}-openrlhf-rl"
+    python -m examples.sftrl_tiny.openrlhf_rl_demo --out "${OUT}-openrlhf-rl" "$@"
 fi
 
 if [ "${SFTRL_DEMO_LLAMAFACTORY:-0}" = "1" ]; then

@@ -1,5 +1,5 @@
-"""OpenRLHF's own RL on a CPU: `openrlhf.cli.train_ppo_ray` run unchanged as GRPO (OpenRLHF 0.9.10,
-DeepSpeed 0.18.9, ZeRO-2 + Adam offload) on a local Ray cluster with fake GPUs, one actor rank and
+"""OpenRLHF's own RL on a CPU: `openrlhf.cli.train_ppo_ray` run unchanged as GRPO (OpenRLHF 0.9.10
+and 0.10.3, in their flat and dotted flags, on DeepSpeed 0.18.9, ZeRO-2 + Adam offload) on a local Ray cluster with fake GPUs, one actor rank and
 one rollout engine. Only vLLM is a stand-in (examples/openrlhf_cpu/vllm_hf: HF generate, weight
 sync over gloo; vLLM is CUDA-only), and flash_attn import-only; Ray, the trainer, its loss, the
 experience maker, the reward call and DeepSpeed are real. The patches reach the actor through
@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import AFFECTED, ROOT, require_openrlhf, run_smoke
+from conftest import AFFECTED, ORL_AFFECTED, ROOT, require_openrlhf, run_smoke
 
 sys.path.insert(0, ROOT)
 pytest.importorskip("ray")
@@ -39,10 +39,11 @@ def tiny(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def two_steps(tiny):
-    out, log = tiny / "out", tiny / "engine.jsonl"
-    env = require_openrlhf("0.9.10", deepspeed=AFFECTED)
+# 0.9.10 (the paper's; flat flags) and 0.10.3 (dotted flags), both on the DeepSpeed they pin
+@pytest.fixture(scope="module", params=ORL_AFFECTED)
+def two_steps(tiny, request):
+    out, log = tiny / f"out-{request.param}", tiny / f"engine-{request.param}.jsonl"
+    env = require_openrlhf(request.param, deepspeed=AFFECTED)
     env.update(PYTHONPATH=os.pathsep.join([ROOT, env["PYTHONPATH"]]), SFTRL_VLLM_STAND_IN_LOG=str(log),
                HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONWARNINGS="ignore")
     env.pop("SFTRL_PATCHES_DISABLE", None)
@@ -53,24 +54,29 @@ def two_steps(tiny):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     engine = [json.loads(line) for line in log.read_text().splitlines()]
-    return out, metrics, engine, json.loads((out / "run.json").read_text())
+    return out, metrics, engine, json.loads((out / "run.json").read_text()), request.param
 
 
 def test_two_grpo_steps_ran_through_train_ppo_ray_and_computed_rewards(two_steps):
-    _, metrics, _, facts = two_steps
+    _, metrics, _, facts, version = two_steps
     assert [row["step"] for row in metrics] == [1, 2]
     for row in metrics:
         assert row["rollout/num_samples"] == 16                 # 2 prompts x 8 rollouts
         assert 0.0 < row["rollout/reward_mean"] < 1.0 and row["rollout/reward_std"] > 0.0
         assert row["actor_grad_norm"] > 0.0                      # advantages were not all zero
     cli = facts["cli"]
-    assert cli[cli.index("--advantage_estimator") + 1] == "group_norm" and cli[cli.index("--init_kl_coef") + 1] == "0"
-    assert "--adam_offload" in cli and cli[cli.index("--zero_stage") + 1] == "2"
-    assert cli[cli.index("--remote_rm_url") + 1] == DIGIT_REWARD
+    flat = version == "0.9.10"
+    value = {name: cli[cli.index(flag) + 1] for name, flag in (
+        ("estimator", "--advantage_estimator" if flat else "--algo.advantage.estimator"),
+        ("kl", "--init_kl_coef" if flat else "--algo.kl.init_coef"),
+        ("zero", "--zero_stage" if flat else "--ds.zero_stage"),
+        ("reward", "--remote_rm_url" if flat else "--reward.remote_url"))}
+    assert value == {"estimator": "group_norm", "kl": "0", "zero": "2", "reward": DIGIT_REWARD}
+    assert ("--adam_offload" if flat else "--ds.adam_offload") in cli
 
 
 def test_the_engine_generates_from_the_actors_weights_after_each_step(tiny, two_steps):
-    out, _, engine, _ = two_steps
+    out, _, engine, _, _ = two_steps
     loaded, *synced = engine
     assert loaded["event"] == "loaded" and [e["sync"] for e in synced] == [1, 2]
     assert {e["pid"] for e in engine} == {loaded["pid"]}
@@ -81,9 +87,9 @@ def test_the_engine_generates_from_the_actors_weights_after_each_step(tiny, two_
 
 
 def test_the_patches_reached_the_actor_process_through_autoload(two_steps):
-    _, _, engine, facts = two_steps
+    _, _, engine, facts, version = two_steps
     assert facts["actor_pid"] not in (None, facts["driver_pid"], engine[0]["pid"])
-    assert facts["deepspeed"] == AFFECTED and facts["openrlhf"] == "0.9.10"
+    assert facts["deepspeed"] == AFFECTED and facts["openrlhf"] == version
     assert facts["patches"]["deepspeed-offload-ga-drop"] == "patched"
     assert facts["patches"]["openrlhf-actor-loss-aggregation"] == "patched"
     assert facts["run"]["trainer"] == "openrlhf-ppo" and facts["run"]["offload_optimizer"] == "cpu"
@@ -104,8 +110,10 @@ def test_the_tiny_sft_then_rl_on_openrlhf_switches_the_patches_in_both_stages(tm
                               tmp_path / "results")
     assert set(records) == {"both-bugs", "both-fixes"}
     bugs, fixes = records["both-bugs"], records["both-fixes"]
-    assert bugs["optimizer_patch"].startswith("off") and fixes["optimizer_patch"] == "patched"
-    assert set(bugs["rl_patches"].values()) == {"off (SFTRL_PATCHES_DISABLE=1)"}
+    # both-bugs switches every patch off by name, so each process still reports what it ran with
+    assert (bugs["optimizer_patch"], bugs["loss_patch"]) == ("disabled", "disabled")
+    assert (fixes["optimizer_patch"], fixes["loss_patch"]) == ("patched", "patched")
+    assert set(bugs["rl_patches"].values()) == {"disabled"}
     assert set(fixes["rl_patches"].values()) == {"patched"}
     for record in records.values():
         assert record["rl_deepspeed"] == AFFECTED and len(record["rl_reward"]) == 2  # 4 steps, 2 per round
