@@ -1,5 +1,6 @@
-"""Import-only stand-in: vLLM is CUDA-only. openrlhf.trainer.ray imports it at module level; rollouts are
-not exercised on CPU (the actor test feeds the replay buffer directly)."""
+"""Import-only stand-in: vLLM is CUDA-only. openrlhf.trainer.ray imports it at module level; the trainer
+tests that feed the replay buffer directly never generate. Generation runs through the working
+stand-in in ../../vllm_hf instead (OpenRLHF's GRPO on Ray)."""
 
 
 class SamplingParams:
