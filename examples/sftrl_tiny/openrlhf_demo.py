@@ -108,8 +108,7 @@ def table(records):
 def write(out, records, meta):
     settings = meta["settings"]
     operands = str(settings["operands"]) + (f"–{settings['max_operands']}" if settings.get("max_operands") else "")
-    text = ["# Tiny SFT on OpenRLHF: both bugs, each fix, both fixes", "",
-            f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
+    text = report.heading("Tiny SFT on OpenRLHF: both bugs, each fix, both fixes", meta) + [
             table(records), "",
             f"SFT: OpenRLHF's own `openrlhf.cli.train_sft` (LUFFY's baseline flags scaled down: ZeRO-2, Adam "
             f"offload, bf16, batch 8 = GA 8 × micro-batch 1, cosine with min lr, lr {settings['sft_lr']}), 1 epoch "

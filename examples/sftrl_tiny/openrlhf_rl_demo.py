@@ -42,13 +42,20 @@ def parse_args(argv=None):
     return args
 
 
+def rl_batching(settings):
+    """(generation rounds, micro-batch, GA) of the RL stage: --grpo-steps counts optimizer steps."""
+    rollouts_per_step = settings["grpo_prompts"] * 8 // MINI_BATCHES
+    micro_batch = min(RL_MICRO_BATCH, rollouts_per_step)
+    return settings["grpo_steps"] // MINI_BATCHES, micro_batch, rollouts_per_step // micro_batch
+
+
 def grpo_command(args, seed, sft, rl):
-    rollouts_per_step = args.grpo_prompts * 8 // MINI_BATCHES
+    rounds, micro_batch, _ = rl_batching(vars(args))
     return demo.module("openrlhf_grpo") + [
         "--model", sft, "--data", os.path.join(args.out, "data"), "--out", rl,
-        "--steps", str(args.grpo_steps // MINI_BATCHES), "--prompts-per-step", str(args.grpo_prompts),
+        "--steps", str(rounds), "--prompts-per-step", str(args.grpo_prompts),
         "--num-generations", "8", "--mini-batches", str(MINI_BATCHES),
-        "--micro-batch", str(min(RL_MICRO_BATCH, rollouts_per_step)), "--lr", str(args.grpo_lr),
+        "--micro-batch", str(micro_batch), "--lr", str(args.grpo_lr),
         "--max-new-tokens", str(args.max_new_tokens), "--seed", str(seed)]
 
 
@@ -101,16 +108,15 @@ def table(records):
 
 def write(out, records, meta):
     settings = meta["settings"]
-    text = ["# Tiny SFT-then-RL on OpenRLHF: both bugs against both fixes, in both stages", "",
-            f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
+    rounds, micro_batch, accumulation = rl_batching(settings)
+    text = report.heading("Tiny SFT-then-RL on OpenRLHF: both bugs against both fixes, in both stages", meta) + [
             table(records), "",
             f"SFT: OpenRLHF's own `openrlhf.cli.train_sft` (ZeRO-2, Adam offload, bf16, batch 8 = GA 8 × micro-batch "
             f"1, lr {settings['sft_lr']}), 1 epoch of {settings['train']} problems. GRPO: OpenRLHF's own "
             f"`openrlhf.cli.train_ppo_ray` (group-normalised advantages without std normalisation, no KL, clip "
-            f"0.2/0.28, ZeRO-2 with Adam offload, bf16), {settings['grpo_steps'] // MINI_BATCHES} generation rounds "
-            f"of {settings['grpo_prompts']} prompts × 8 rollouts, {MINI_BATCHES} optimizer steps per round "
-            f"(GA {settings['grpo_prompts'] * 8 // MINI_BATCHES // RL_MICRO_BATCH or 1} × micro-batch "
-            f"{RL_MICRO_BATCH}), lr {settings['grpo_lr']}, one actor rank and one rollout engine (the vLLM stand-in) "
+            f"0.2/0.28, ZeRO-2 with Adam offload, bf16), {rounds} generation rounds of {settings['grpo_prompts']} "
+            f"prompts × 8 rollouts, {MINI_BATCHES} optimizer steps per round (GA {accumulation} × micro-batch "
+            f"{micro_batch}), lr {settings['grpo_lr']}, one actor rank and one rollout engine (the vLLM stand-in) "
             f"on a local Ray cluster. Evaluation: {settings['test']} held-out problems, temperature 0.6, "
             f"{settings['eval_samples']} answer(s) per problem. Patch states are those reported inside the SFT "
             "process and inside the Ray actor that trains.", "",

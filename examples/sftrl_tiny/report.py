@@ -161,6 +161,12 @@ def reward_curve(path, records, colours, dashed=()):
     plt.close(figure)
 
 
+def heading(title, meta):
+    """The first lines of every results.md: its title, and the command with its wall time."""
+    return [f"# {title}", "",
+            f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", ""]
+
+
 def save(out, records, meta, markdown_lines):
     """results.json (the run's settings and every record) and results.md."""
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
@@ -171,8 +177,7 @@ def save(out, records, meta, markdown_lines):
 
 def write(out, records, meta):
     settings = meta["settings"]
-    text = ["# Tiny SFT-then-RL: DeepSpeed offload bug, on and off", "",
-            f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
+    text = heading("Tiny SFT-then-RL: DeepSpeed offload bug, on and off", meta) + [
             table(records), "",
             f"SFT: TRL SFTTrainer, accelerate + DeepSpeed ZeRO-2, GA 8, micro-batch 1, lr {settings['sft_lr']}, "
             f"1 epoch of {settings['train']} problems. GRPO: {settings['grpo_steps']} steps, "
