@@ -232,9 +232,47 @@ def test_relift_takes_an_sft_step_once_its_buffer_holds_a_batch(tiny):
     assert len(trainer.failed) == 0 and trainer.flops.tokens["sft"] == int(batch["completion_mask"].sum())
 
 
+def test_entropy_bonus_subtracts_coef_times_the_step_mean_entropy_and_carries_a_gradient(tiny):
+    trainer, rows = _trainer(tiny, "grpo")
+    batch = _generation_batch(trainer, rows)
+    batch["advantages"] = torch.zeros_like(batch["advantages"])  # no policy gradient: only the bonus moves
+    trainer.current_gradient_accumulation_steps = 1
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+
+    def loss_and_grad(coef):
+        trainer.args.entropy_coef = coef
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, batch)
+        loss.backward()
+        grad = sum(float(p.grad.abs().sum()) for p in trainer.model.parameters() if p.grad is not None)
+        return loss.item(), grad
+
+    plain, plain_grad = loss_and_grad(0.0)
+    bonus, bonus_grad = loss_and_grad(0.01)
+    with torch.no_grad():
+        _, entropies, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention, batch["completion_ids"].size(1), compute_entropy=True)
+    tokens = batch["num_items_in_batch"] / trainer.args.steps_per_generation
+    expected = 0.01 * float((entropies * batch["loss_mask"]).sum() / tokens)
+    assert plain - bonus == pytest.approx(expected, rel=1e-4) and expected > 0
+    assert plain_grad == 0.0 and bonus_grad > 0.0
+
+
+def test_luffy_baseline_can_count_the_expert_row_as_its_authors_script_does(tiny):
+    trainer, rows = _trainer(tiny, "luffy", baseline="group")
+    batch = _generation_batch(trainer, rows)  # an untrained model fails every rollout; the expert row scores 1
+    assert batch["advantages"].tolist() == pytest.approx([-0.25, -0.25, -0.25, 0.75] * 4)
+    with pytest.raises(ValueError, match="baseline"):
+        _trainer(tiny, "luffy", baseline="experts")
+
+
 def test_cli_refuses_another_methods_flag():
     from examples.mixed_policy import train as train_module
     with pytest.raises(SystemExit):
         train_module.parse_args(["--method", "luffy", "--model", "m", "--data", "d", "--out", "o", "--gate", "0.5"])
     args = train_module.parse_args(["--method", "hpt", "--model", "m", "--data", "d", "--out", "o", "--gate", "0.5"])
     assert args.method_options == {"gate": 0.5}
+    args = train_module.parse_args(["--method", "luffy", "--model", "m", "--data", "d", "--out", "o",
+                                    "--entropy-coef", "0.001", "--baseline", "group"])
+    assert args.method_options == {"entropy_coef": 0.001, "baseline": "group"}  # every method takes the bonus

@@ -33,6 +33,9 @@ def parse_args(argv=None):
     parser = grpo.build_parser(__doc__.split("\n\n")[0])
     parser.formatter_class, parser.epilog = argparse.RawDescriptionHelpFormatter, __doc__
     parser.add_argument("--method", required=True, choices=list(methods.METHODS))
+    parser.add_argument("--entropy-coef", type=float, default=None,
+                        help="every method: entropy bonus, TRL's entropy_coef (the authors' LUFFY, HPT, ReLIFT and "
+                             "Prefix-RFT scripts: 0.001; default 0)")
     flags = method_flags()
     for field_name, (method, default, kind, help_text) in flags.items():
         option = "--" + field_name.replace("_", "-")
@@ -50,6 +53,8 @@ def parse_args(argv=None):
         if method != args.method:
             parser.error(f"--{field_name.replace('_', '-')} belongs to --method {method}, not {args.method}")
         args.method_options[field_name] = value
+    if args.entropy_coef is not None:
+        args.method_options["entropy_coef"] = args.entropy_coef
     return args
 
 

@@ -31,6 +31,8 @@ class MixedPolicyTrainer(GRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if getattr(self.args, "use_adaptive_entropy", False):
+            raise ValueError("use_adaptive_entropy is TRL's own loss; the mixed-policy loss takes a fixed entropy_coef")
         self.flops = FlopsCounter(parameter_count(self.model))
         self._batch_inputs, self._row_kinds, self._prefix_lengths, self._rewards = None, None, None, None
 
@@ -171,6 +173,10 @@ class MixedPolicyTrainer(GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         old_logps = logps.detach() if old_logps is None else old_logps
         per_token, mask = self.per_token_loss(inputs, logps, old_logps, entropies)
+        # TRL's entropy_coef (its own loss, which this one replaces, would apply it): a bonus of coef x the
+        # step's token-mean entropy, with its gradient (the authors' LUFFY, HPT, ReLIFT scripts: 0.001)
+        if self.args.entropy_coef:
+            per_token = per_token - self.args.entropy_coef * entropies
         if "importance_sampling_ratio" in inputs:  # TRL's vLLM-vs-trainer correction (1 on expert tokens)
             per_token = per_token * inputs["importance_sampling_ratio"]
         mode = "train" if self.model.training else "eval"

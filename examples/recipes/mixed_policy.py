@@ -16,12 +16,15 @@ import os
 from . import common, trl
 
 # Method options at paper scale, as the method's paper or script sets them (see docs/mixed-policy.md).
+# The entropy bonus and LUFFY's baseline are the authors' published values (docs/mixed-policy-fidelity.md;
+# SRFT's from reports of its script, which could not be read here).
 OPTIONS = {
-    "luffy": {"shaping_gamma": 0.1, "off_policy_traces": 1, "clip_on_policy": False},
-    "srft": {"sft_weight_scale": 0.5, "rl_weight_scale": 0.1, "demonstrations": 1},
-    "relift": {"buffer_capacity": 1024},
-    "hpt": {"gate": 0.0},
-    "prefix_rft": {"prefixed_rollouts": 2, "prefix_ratio_min": 0.1, "prefix_ratio_max": 0.9},
+    "luffy": {"shaping_gamma": 0.1, "off_policy_traces": 1, "clip_on_policy": False, "baseline": "group",
+              "entropy_coef": 0.001},
+    "srft": {"sft_weight_scale": 0.5, "rl_weight_scale": 0.1, "demonstrations": 1, "entropy_coef": 0.001},
+    "relift": {"buffer_capacity": 1024, "entropy_coef": 0.001},
+    "hpt": {"gate": 0.0, "entropy_coef": 0.001},
+    "prefix_rft": {"prefixed_rollouts": 2, "prefix_ratio_min": 0.1, "prefix_ratio_max": 0.9, "entropy_coef": 0.001},
 }
 
 
