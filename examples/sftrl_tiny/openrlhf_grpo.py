@@ -25,17 +25,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REWARD_FILE = os.path.join(os.path.dirname(HERE), "recipes", "openrlhf_reward.py")
 
 
-# What stops OpenRLHF's dynamic batching on a CPU, in 0.9.10 to 0.11.2.
+# What stops OpenRLHF's dynamic batching on a CPU, in 0.9.10 to 0.11.2. This driver is CPU-only (stand-in
+# vLLM, torch.cuda no-ops): on GPUs, examples/recipes/openrlhf.py is the recipe.
 CPU_DYNAMIC_BATCH = (
-    "--dynamic-batch needs a GPU: train_ppo_ray turns --use_dynamic_batch into --packing_samples, which sets "
-    "--attn_implementation flash_attention_2 (0.9.10: openrlhf/cli/train_ppo_ray.py lines 565-578), and "
+    "--dynamic-batch cannot run on a CPU: train_ppo_ray turns --use_dynamic_batch into --packing_samples, which "
+    "sets --attn_implementation flash_attention_2 (0.9.10: openrlhf/cli/train_ppo_ray.py lines 565-578), and "
     "flash-attn is CUDA-only: the actor's from_pretrained raises ImportError in transformers' "
-    "_flash_attn_can_dispatch")
-
-
-def cuda_available():
-    import torch
-    return torch.cuda.is_available()
+    "_flash_attn_can_dispatch. cli_argv() still writes its flags, which tests check against OpenRLHF's parser")
 
 
 def parse_args(argv=None):
@@ -43,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", required=True, help="the SFT checkpoint (a model folder)")
     parser.add_argument("--data", required=True, help="a folder with train.jsonl, or a jsonl file")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=8, help="generation rounds (one PPO update each)")
+    parser.add_argument("--steps", type=int, default=8, help="generation rounds (--mini-batches optimizer steps each)")
     parser.add_argument("--prompts-per-step", type=int, default=4, help="prompts per generation round")
     parser.add_argument("--num-generations", type=int, default=8, help="rollouts per prompt")
     parser.add_argument("--mini-batches", type=int, default=2, help="optimizer steps per generation round")
@@ -51,7 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--dynamic-batch", action="store_true", help="OpenRLHF's --use_dynamic_batch")
+    parser.add_argument("--dynamic-batch", action="store_true",
+                        help="OpenRLHF's --use_dynamic_batch: refused, it cannot run on a CPU (says why)")
     parser.add_argument("--max-tokens-per-micro-batch", type=int, default=256,
                         help="with --dynamic-batch: token budget of a micro-batch")
     parser.add_argument("--reward-file", default=REWARD_FILE,
@@ -68,7 +65,7 @@ def parse_args(argv=None):
     if not (args.reward_file.endswith(".py") and os.path.isfile(args.reward_file)):
         parser.error(f"--reward-file {args.reward_file}: not a .py file")
     args.reward_file = os.path.abspath(args.reward_file)
-    if args.dynamic_batch and not cuda_available():
+    if args.dynamic_batch:
         parser.error(CPU_DYNAMIC_BATCH)
     rollouts = args.prompts_per_step * args.num_generations
     if rollouts % args.mini_batches or (rollouts // args.mini_batches) % args.micro_batch:
