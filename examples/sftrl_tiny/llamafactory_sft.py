@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 
+from .run_files import report_events
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DATASET = "tiny_math"
@@ -114,10 +116,7 @@ def collect(out, report):
             if "loss" in row and "grad_norm" in row:
                 handle.write(json.dumps({"step": row["step"], "loss": row["loss"], "grad_norm": row["grad_norm"],
                                          "learning_rate": row.get("learning_rate")}) + "\n")
-    events = []
-    if os.path.exists(report):
-        with open(report, encoding="utf-8") as handle:
-            events = [json.loads(line) for line in handle if line.strip()]
+    events = report_events(report)
     engine = next((e for e in events if e["event"] == "deepspeed" and e.get("rank") in (0, None)), None)
     from importlib import metadata
     return {"llamafactory": metadata.version("llamafactory"), "transformers": metadata.version("transformers"),

@@ -20,6 +20,7 @@ import runpy
 import sys
 
 from .loading import load_rows
+from .run_files import report_events
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REWARD_FILE = os.path.join(os.path.dirname(HERE), "recipes", "openrlhf_reward.py")
@@ -111,10 +112,7 @@ def cli_argv(args, style, prompts):
 
 def actor_facts(report):
     """Versions and patch states as the actor process reported them (SFTRL_PATCHES_REPORT)."""
-    events = []
-    if os.path.exists(report):
-        with open(report, encoding="utf-8") as handle:
-            events = [json.loads(line) for line in handle if line.strip()]
+    events = report_events(report)
     actor = next((e for e in events if e["event"] == "openrlhf-ppo"), None)  # the actor's trainer
     same_process = [e for e in events if actor and e["pid"] == actor["pid"]]
     engine = next((e for e in same_process if e["event"] == "deepspeed"), None)

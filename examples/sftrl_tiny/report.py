@@ -123,8 +123,7 @@ def sft_curves(path, records, colours, dashed=()):
     """Gradient norm and loss per SFT optimizer step, mean over seeds, one line per configuration."""
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for config in dict.fromkeys(r["config"] for r in records):
-        rows = [r for r in records if r["config"] == config]
+    for config, rows in by_config(records):
         for axis, key, title in ((axes[0], "sft_grad_norm", "gradient norm"), (axes[1], "sft_loss", "training loss")):
             axis.plot(smooth(mean_curve(rows, key)), label=config, color=colours.get(config),
                       linestyle="--" if config in dashed else "-")
@@ -148,8 +147,7 @@ def reward_curve(path, records, colours, dashed=()):
     """Mean reward per generation round, mean over seeds, one line per configuration."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
-    for config in dict.fromkeys(r["config"] for r in records):
-        rows = [r for r in records if r["config"] == config]
+    for config, rows in by_config(records):
         axis.plot(smooth(mean_curve(rows, "rl_reward")), label=config, color=colours.get(config),
                   linestyle="--" if config in dashed else "-")
     axis.set_title(f"GRPO reward per generation round\n(mean over seeds, moving average of {SMOOTH})")

@@ -6,6 +6,7 @@ import os
 import sys
 
 from .loading import load_rows
+from .report import read_jsonl
 
 
 def step_logger(path):
@@ -28,6 +29,12 @@ def run_facts():
     if "sftrl_patches" in sys.modules:  # imported by autoload, not by this script
         facts["patches"] = {name: s.state for name, s in sys.modules["sftrl_patches"].status().items()}
     return facts
+
+
+def report_events(path):
+    """The events of an SFTRL_PATCHES_REPORT file (one JSON line per reporting process); none when no
+    process wrote one (autoload off, or no engine built)."""
+    return read_jsonl(path) if os.path.exists(path) else []
 
 
 def start(args, to_example):

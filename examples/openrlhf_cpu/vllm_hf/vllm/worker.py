@@ -19,8 +19,8 @@ class HFWorker:
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation="eager",
                                                           trust_remote_code=trust_remote_code).eval()
         self.parameters = dict(self.model.named_parameters())
-        self.eos = self.model.generation_config.eos_token_id
-        self.eos = set(self.eos if isinstance(self.eos, (list, tuple)) else [self.eos] if self.eos is not None else [])
+        eos = self.model.generation_config.eos_token_id  # an id, a list of ids, or None
+        self.eos = set(eos) if isinstance(eos, (list, tuple)) else {eos} - {None}
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos or {0})
         self._sync = None
         self._updated = set()
