@@ -69,18 +69,32 @@ def _bare(**args):
 
 
 def test_srft_loss_weights_each_token_kind():
-    fake = _bare(sft_weight_scale=0.5, rl_weight_scale=0.1)
+    fake = _bare(sft_weight_scale=0.5, rl_weight_scale=0.1, demonstration_pg=False, shaping_gamma=0.1)
     logps = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.25], [0.8, 0.8]]))
-    entropies = torch.tensor([[1.0, 1.0], [1.0, 1.0], [3.0, 3.0]])  # the demo's entropy must not count
+    entropies = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])  # each row's own H weighs it
     batch = {"advantages": torch.tensor([1.0, -1.0, 0.5]),
              "expert_mask": torch.tensor([[0, 0], [0, 0], [1, 1]]),
              "loss_mask": torch.ones(3, 2, dtype=torch.long)}
     loss, mask = SrftTrainer.per_token_loss(fake, batch, logps, logps.detach(), entropies)
-    w_sft, w_rl = 0.5 * math.exp(-1.0), 0.1 * math.exp(1.0)
+    w_sft, w_rl = 0.5 * math.exp(-3.0), 0.1 * math.exp(1.0)
     assert loss[0].tolist() == pytest.approx([-w_rl * 1.0] * 2)        # positive rollout: scaled PG
     assert loss[1].tolist() == pytest.approx([1.0, 1.0])                # negative rollout: plain PG
     assert loss[2].tolist() == pytest.approx([-w_sft * math.log(0.8)] * 2)  # demonstration: w_sft * NLL
     assert mask.sum() == 6
+    # With the off-policy term (the default, as reported for the authors' code): -A f(pi) on top.
+    fake.args.demonstration_pg = True
+    loss, _ = SrftTrainer.per_token_loss(fake, batch, logps, logps.detach(), entropies)
+    assert loss[2].tolist() == pytest.approx([-w_sft * math.log(0.8) - 0.5 * 0.8 / 0.9] * 2)
+    assert loss[0].tolist() == pytest.approx([-w_rl * 1.0] * 2)  # rollouts unchanged
+
+
+def test_srft_baseline_counts_the_demonstration_only_with_its_off_policy_term():
+    rewards, kinds = torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.tensor([0, 0, 0, 1])
+    for demonstration_pg, baseline in ((True, 0.5), (False, 1 / 3)):
+        fake = _bare(demonstration_pg=demonstration_pg)
+        batch = {}
+        SrftTrainer.annotate(fake, batch, rewards, kinds, slice(0, 4))
+        assert batch["advantages"].tolist() == pytest.approx((rewards - baseline).tolist())
 
 
 # ---- ReLIFT: the buffer of failed questions --------------------------------------------------
@@ -219,6 +233,19 @@ def test_prefix_rft_rows_start_with_the_expert_prefix_which_carries_no_loss(tiny
         assert batch["loss_mask"][i, length:].sum() == batch["completion_mask"][i, length:].sum() > 0
     # the prompt itself no longer holds the prefix: same prompt for every row of a group
     assert torch.equal(batch["prompt_ids"][2], batch["prompt_ids"][0])
+
+
+def test_prefix_rft_rows_of_a_question_share_one_prefix_and_their_own_baseline(tiny):
+    trainer, rows = _trainer(tiny, "prefix_rft", prefixed_rollouts=2, prefix_ratio_min=0.1, prefix_ratio_max=0.9)
+    batch = _generation_batch(trainer, rows)
+    lengths = batch["prefix_length"].view(4, 4)[:, 2:]
+    assert torch.equal(lengths[:, 0], lengths[:, 1])  # shared within a question
+    assert len(set(lengths[:, 0].tolist())) > 1  # drawn per question (4 draws from 10-90%)
+    rewards, kinds = batch["rewards"].view(4, 4), batch["row_kind"].view(4, 4)
+    for group in range(4):
+        plain, prefixed = rewards[group, :2], rewards[group, 2:]
+        expected = torch.cat([plain - plain.mean(), prefixed - prefixed.mean()])
+        assert batch["advantages"].view(4, 4)[group].tolist() == pytest.approx(expected.tolist())
 
 
 def test_relift_takes_an_sft_step_once_its_buffer_holds_a_batch(tiny):

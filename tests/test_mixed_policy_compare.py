@@ -1,6 +1,7 @@
 """A short run of the whole tiny comparison (a few steps of every method and of corrected
-SFT-then-RL, one seed) on the real stack, and the FLOPs it reports checked against its own
-token counts."""
+SFT-then-RL, one seed, a two-value learning-rate sweep each) on the real stack: the FLOPs it reports
+checked against its own token counts, the picks against tuning.json, the curves against the budget."""
+import json
 
 import pytest
 
@@ -27,3 +28,21 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
     assert records["sft_rl_fixed"]["tokens"]["sft"] == results["sft_tokens_per_epoch"]
     for config in ("luffy", "srft", "hpt", "prefix_rft"):  # each puts expert tokens in its RL batches
         assert records[config]["tokens"]["off_policy"] > 0
+
+    tuning = json.loads((out / "tuning.json").read_text())
+    assert set(tuning) == set(configs)
+    for config, sweep in tuning.items():
+        assert set(sweep) == ({"5e-05", "0.0001"} if config.startswith("sft_rl") else {"0.0005", "0.001"})
+        best = max(sweep.values())
+        assert sweep[f"{results['picked'][config]:g}"] == best  # picked on validation
+        assert records[config]["lr"] == results["picked"][config]
+    equal = results["equal_flops"]
+    assert equal == records["sft_rl_fixed"]["flops"]
+    for config, record in records.items():
+        curve = record["curve"]
+        assert [point[0] for point in curve] == sorted(point[0] for point in curve)
+        assert curve[-1] == [record["flops"], record["accuracy"]]
+        if config != "sft_rl_fixed":  # mixed: to the budget, read at F on the way
+            assert record["flops"] >= 1.8 * equal
+            assert len(curve) >= 2
+            assert record["accuracy_at_equal_flops"] == next(a for f, a in curve if f >= equal)

@@ -134,3 +134,30 @@ def test_demo_refuses_an_operand_range_that_ends_below_its_start(tmp_path):
                            "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--max-operands (2) must be 0 or >= --operands (3)" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_validation_split_is_disjoint_and_leaves_train_and_test_as_they_were(tmp_path):
+    train, test, validation = data.generate(300, 40, seed=3, validation=40)
+    assert (train, test) == data.generate(300, 40, seed=3)
+    questions = [{data.question(row) for row in split} for split in (train, test, validation)]
+    assert len(validation) == 40 and not (questions[2] & (questions[0] | questions[1]))
+    subprocess.run([sys.executable, "-m", "examples.sftrl_tiny.data", "--out", str(tmp_path), "--train", "20",
+                    "--test", "5", "--validation", "5"], cwd=ROOT, check=True, capture_output=True)
+    rows = [json.loads(line) for line in open(os.path.join(tmp_path, "val.jsonl"))]
+    assert rows == data.generate(20, 5, validation=5)[2]
+
+
+def test_pretraining_corpus_holds_the_worked_share_in_chat_form_and_never_a_held_out_problem():
+    from examples.sftrl_tiny import pretrain
+    train, test = data.generate(50, 100, operands=2, digits=1, seed=1)
+    held_out = {data.question(row) for row in test}
+    plain = pretrain.corpus(400, seed=0, operands=2)
+    assert plain == pretrain.corpus(400, seed=0, operands=2, worked_share=0.0)  # the other demos' corpus, unchanged
+    mixed = pretrain.corpus(400, seed=0, operands=2, worked_share=0.25, held_out=held_out,
+                            chat=lambda row: "<chat>" + data.question(row))
+    worked = [d for d in mixed if d.startswith("<chat>")]
+    assert len(mixed) == 400 and len(worked) == 100
+    assert not {d[len("<chat>"):] for d in worked} & held_out
+    assert min(i for i, d in enumerate(mixed) if d.startswith("<chat>")) < 300  # shuffled in, not appended
+    with pytest.raises(ValueError, match="worked_share"):
+        pretrain.corpus(10, seed=0, worked_share=1.5)

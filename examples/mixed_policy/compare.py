@@ -1,37 +1,75 @@
 """Corrected SFT-then-RL against the mixed-policy methods on the tiny CPU task, like the paper's
-Table 1 in miniature: every run starts from the same pretrained base model, trains on the same
-generated problems (with their expert solutions) and is evaluated the same way.
+Table 1 in miniature, under one protocol for every row:
 
     sft_rl_buggy   SFT (DeepSpeed ZeRO-2 offload, patches off) then GRPO   (examples.sftrl_tiny)
     sft_rl_fixed   the same with the patches on
     luffy, srft, relift, hpt, prefix_rft   one RL-stage run each from the base model
 
-Each run reports its training FLOPs by the paper's accounting (6ND per SFT token, 8ND per
-generated token, 6ND per expert token in an RL batch). Writes results.md (accuracy ± std over
-seeds, FLOPs), results.json and accuracy_vs_flops.png to --out.
+- Base: every row starts from one base model, pretrained with a share of whole worked problems
+  (--worked-share) so that it earns some reward before any fine-tuning, as a math base model does.
+- Tuning: a validation split disjoint from train and test; for every row a learning-rate sweep
+  (--rl-lrs for SFT-then-RL's RL stage, --method-lrs for each mixed-policy method), seed 0, the
+  pick made on validation accuracy at the end of the run; tuning.json holds
+  method -> learning rate -> validation accuracy. The other seeds run at the pick.
+- Settings: each method's options are its authors' (examples.recipes.mixed_policy.OPTIONS, the
+  paper-scale recipe's: the entropy bonus, LUFFY's baseline over the whole group, ...).
+- Budgets: F is the corrected SFT-then-RL's training FLOPs (seed 0, at its pick). Every mixed
+  method runs to --budget-ratio x F (1.8: LUFFY's compute over the truncated SFT-then-RL's in the
+  paper), checkpointed on the way; the table reads each at F (equal FLOPs) and at the end, and the
+  curves plot every checkpoint's test accuracy against its FLOPs.
+
+FLOPs follow the paper's accounting (6ND per SFT token, 8ND per generated token, 6ND per expert
+token in an RL batch). Writes results.md, results.json, tuning.json and accuracy_vs_flops.png.
 
     python -m examples.mixed_policy.compare --out examples/mixed_policy/results
 """
+import itertools
 import json
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from examples.sftrl_tiny import data, demo
+from examples.recipes import mixed_policy as mixed_policy_recipe
+from examples.sftrl_tiny import checkpoints, data, demo
 from examples.sftrl_tiny.loading import load_rows
+from examples.sftrl_tiny.report import read_json, read_jsonl
 
 from . import flops as flops_module
 from .methods import METHODS
 
 BASELINES = {"sft_rl_buggy": "buggy", "sft_rl_fixed": "fixed"}
 MIXED = [name for name in METHODS if name != "grpo"]
-DEFAULTS = dict(method_steps=200, method_lr=5e-4)
-SMOKE = dict(method_steps=4)
+EQUAL_MARKS = (0.25, 0.5, 0.75, 1.0)  # checkpoints of a mixed run, as fractions of F (then every 0.4 F to the end)
+DEFAULTS = dict(validation=200, worked_share=0.03, grpo_steps=50, rl_lrs="2e-5,5e-5,1e-4",
+                method_lrs="2.5e-4,5e-4,1e-3", budget_ratio=1.8, method_steps=5000, rl_checkpoints=4)
+SMOKE = dict(validation=16, grpo_steps=4, rl_lrs="5e-5,1e-4", method_lrs="5e-4,1e-3", method_steps=24,
+             rl_checkpoints=2)
 
 
 def parse_args(argv=None):
-    return demo.parse_comparison_args(argv, __doc__, "results/mixed_policy", list(BASELINES) + MIXED,
-                                      {**demo.DEFAULTS, **DEFAULTS}, demo.SMOKE | SMOKE)[1]
+    parser, args = demo.parse_comparison_args(argv, __doc__, "results/mixed_policy", list(BASELINES) + MIXED,
+                                              {**demo.DEFAULTS, **DEFAULTS}, demo.SMOKE | SMOKE)
+    try:
+        args.rl_lrs, args.method_lrs = learning_rates(args.rl_lrs), learning_rates(args.method_lrs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if set(args.configs) & set(MIXED) and "sft_rl_fixed" not in args.configs:
+        parser.error("the mixed-policy methods' budget is the corrected SFT-then-RL's FLOPs: keep sft_rl_fixed "
+                     "in --configs")
+    if args.budget_ratio < 1:
+        parser.error("--budget-ratio must be >= 1 (the runs are read at 1 x F on their way)")
+    if args.validation < 1:
+        parser.error("--validation must be >= 1: the learning rates are picked on it")
+    return args
+
+
+def learning_rates(text):
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if not values or any(value <= 0 for value in values):
+        raise ValueError(f"a learning-rate sweep is a comma-separated list of positive numbers, got {text!r}")
+    return values
 
 
 def response_tokens(data_folder, tokenizer_folder):
@@ -43,65 +81,218 @@ def response_tokens(data_folder, tokenizer_folder):
                for row in rows)
 
 
-def rl_generated_tokens(metrics_path, rollouts_per_round):
-    """Generated tokens of a TRL GRPO run: mean completion length x rollouts, per generation round."""
-    with open(metrics_path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return sum(row["completions/mean_length"] * rollouts_per_round for row in rows if "completions/mean_length" in row)
+def rl_generated_tokens(metrics_path, rollouts_per_round, last_step=None):
+    """Generated tokens of a TRL GRPO run up to `last_step` (all of it by default): mean completion
+    length x rollouts, per generation round (logged on a round's first optimizer step only)."""
+    rows = read_jsonl(metrics_path)
+    return sum(row["completions/mean_length"] * rollouts_per_round for row in rows
+               if "completions/mean_length" in row and (last_step is None or row["step"] <= last_step))
 
 
-def sft_then_rl(args, name, seed, port, threads, progress, parameters, sft_tokens):
-    record = demo.pipeline(args, BASELINES[name], seed, port, threads, progress)
-    folder = os.path.join(args.out, "runs", f"{BASELINES[name]}-seed{seed}")
-    generated = rl_generated_tokens(os.path.join(folder, "rl", "metrics.jsonl"), args.grpo_prompts * 8)
-    counter = flops_module.FlopsCounter(parameters)
-    counter.add("sft", sft_tokens)
-    counter.add("on_policy", generated)
-    return {"config": name, "seed": seed, "accuracy": record["acc_rl"], "accuracy_sft": record["acc_sft"],
-            "flops": counter.total, "tokens": counter.tokens, "patch": record["patch"],
-            "seconds": record["sft_s"] + record["grpo_s"]}
+class Study:
+    """The runs of one comparison, in --out/runs/<config>-seed<seed>/..., --parallel at a time."""
+
+    def __init__(self, args, progress):
+        self.args, self.progress = args, progress
+        self.lanes = max(1, args.parallel)
+        self.threads = max(1, (os.cpu_count() or 1) // self.lanes)
+        self._ports, self._lock = itertools.count(29700), threading.Lock()
+        self.base = os.path.join(args.out, "base")
+        from transformers import AutoModelForCausalLM
+        self.parameters = flops_module.parameter_count(AutoModelForCausalLM.from_pretrained(self.base))
+        self.sft_tokens = response_tokens(os.path.join(args.out, "data"), self.base)
+
+    def parallel(self, function, jobs):
+        with ThreadPoolExecutor(min(self.lanes, max(1, len(jobs)))) as pool:
+            return [future.result() for future in [pool.submit(function, *job) for job in jobs]]
+
+    def port(self):
+        with self._lock:
+            return next(self._ports)
+
+    def folder(self, config, seed, *parts):
+        path = os.path.join(self.args.out, "runs", f"{config}-seed{seed}", *parts)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def evaluate(self, seed, models, split, env, log):
+        """Accuracy of each model on a split, in one evaluation process."""
+        outs = [os.path.join(model, f"eval_{split}.json") for model in models]
+        demo.run(demo.evaluation_command(self.args, seed, models, outs, split), log, env)
+        return [read_json(out)["summary"]["accuracy"] for out in outs]
+
+    # ---- the base model --------------------------------------------------------------------
+    def base_accuracy(self):
+        folder = self.folder("base", 0)
+        accuracy, = self.evaluate(0, [self.base], "test", demo.child_env(self.threads),
+                                  os.path.join(folder, "eval.log"))
+        self.progress.say(f"base model: test accuracy {accuracy:.3f}")
+        return accuracy
+
+    # ---- SFT-then-RL -----------------------------------------------------------------------
+    def sft(self, config, seed):
+        folder = self.folder(config, seed)
+        sft = os.path.join(folder, "sft")
+        env = demo.config_env(BASELINES[config], self.threads)
+        started = time.time()
+        demo.run(demo.sft_command(self.args, BASELINES[config], seed, self.port(), sft),
+                 os.path.join(folder, "sft.log"), env)
+        seconds = time.time() - started
+        accuracy, = self.evaluate(seed, [sft], "test", env, os.path.join(folder, "eval_sft.log"))
+        facts = read_json(os.path.join(sft, "run.json"))
+        self.progress.say(f"{config} seed {seed}: test accuracy {accuracy:.3f} after SFT ({seconds:.0f} s)")
+        return {"accuracy_sft": accuracy, "sft_s": seconds, "deepspeed": facts.get("deepspeed"),
+                "patch": facts.get("patches", {})}
+
+    def rl(self, config, seed, lr, validate):
+        """GRPO from the seed's SFT checkpoint at `lr`, checkpointed --rl-checkpoints times."""
+        folder = self.folder(config, seed)
+        out = os.path.join(folder, f"rl-lr{lr:g}")
+        env = demo.config_env(BASELINES[config], self.threads)
+        every = max(1, self.args.grpo_steps // self.args.rl_checkpoints)
+        started = time.time()
+        demo.run(demo.grpo_command(self.args, os.path.join(folder, "sft"), out, lr, seed,
+                                   ["--checkpoint-every", str(every)]),
+                 os.path.join(out + ".log"), env)
+        run = {"out": out, "seconds": time.time() - started, "flops": self.rl_flops(out).as_dict()}
+        if validate:
+            run["validation"], = self.evaluate(seed, [out], "val", env, out + ".val.log")
+            self.progress.say(f"{config} lr {lr:g}: validation accuracy {run['validation']:.3f}", finished=True)
+        return run
+
+    def rl_flops(self, out, last_step=None):
+        counter = flops_module.FlopsCounter(self.parameters)
+        counter.add("sft", self.sft_tokens)
+        counter.add("on_policy", rl_generated_tokens(os.path.join(out, "metrics.jsonl"), self.args.grpo_prompts * 8,
+                                                     last_step))
+        return counter
+
+    def rl_curve(self, config, seed, run):
+        """(FLOPs, test accuracy) after SFT, at every RL checkpoint and at the end."""
+        folder = self.folder(config, seed)
+        env = demo.config_env(BASELINES[config], self.threads)
+        saved = checkpoints.read(run["out"])
+        accuracies = self.evaluate(seed, [c["path"] for c in saved] + [run["out"]], "test", env,
+                                   run["out"] + ".test.log")
+        sft_flops = self.rl_flops(run["out"], last_step=0).total
+        points = [[sft_flops, read_json(os.path.join(folder, "sft", "eval_test.json"))["summary"]["accuracy"]]]
+        points += [[self.rl_flops(run["out"], c["step"]).total, a] for c, a in zip(saved, accuracies)]
+        points.append([run["flops"]["flops"], accuracies[-1]])
+        return points
+
+    # ---- mixed-policy methods ----------------------------------------------------------------
+    def marks(self, budget_flops):
+        equal = self.budget_flops_equal
+        late = [equal * ratio for ratio in frange(1.4, self.args.budget_ratio, 0.4)]
+        return [equal * ratio for ratio in EQUAL_MARKS] + [mark for mark in late if mark < budget_flops]
+
+    def mixed(self, method, seed, lr, validate):
+        """One method from the base model at `lr` to the budget, checkpointed at the marks."""
+        out = os.path.join(self.folder(method, seed), f"lr{lr:g}")
+        env = demo.child_env(self.threads)
+        budget = self.args.budget_ratio * self.budget_flops_equal
+        started = time.time()
+        demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", method, "--model", self.base,
+                  "--data", os.path.join(self.args.out, "data"), "--out", out, "--flops-budget", repr(budget),
+                  "--checkpoint-flops", *[repr(mark) for mark in self.marks(budget)]]
+                 + mixed_policy_recipe.option_flags(method) + demo.rl_round_flags(self.args, self.args.method_steps, lr, seed), out + ".log", env)
+        facts = read_json(os.path.join(out, "run.json"))
+        run = {"out": out, "seconds": time.time() - started, "flops": facts["flops"], "steps": facts["steps"]}
+        if validate:
+            run["validation"], = self.evaluate(seed, [out], "val", env, out + ".val.log")
+            self.progress.say(f"{method} lr {lr:g}: validation accuracy {run['validation']:.3f} "
+                              f"({run['steps']} steps, {run['seconds']:.0f} s)", finished=True)
+        return run
+
+    def mixed_curve(self, method, seed, run):
+        saved = checkpoints.read(run["out"])
+        accuracies = self.evaluate(seed, [c["path"] for c in saved] + [run["out"]], "test",
+                                   demo.child_env(self.threads), run["out"] + ".test.log")
+        return [[c["position"], a] for c, a in zip(saved, accuracies[:-1])] + [[run["flops"]["flops"], accuracies[-1]]]
 
 
-def mixed_policy(args, name, seed, port, threads, progress):
-    folder = os.path.join(args.out, "runs", f"{name}-seed{seed}")
-    os.makedirs(folder, exist_ok=True)
-    env = demo.child_env(threads)
-    started = time.time()
-    demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", name,
-              "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"),
-              "--out", os.path.join(folder, "model")] + demo.rl_round_flags(args, args.method_steps, args.method_lr, seed),
-             os.path.join(folder, "train.log"), env)
-    seconds = time.time() - started
-    demo.run(demo.evaluation_command(args, seed, os.path.join(folder, "model"), os.path.join(folder, "eval.json")),
-             os.path.join(folder, "eval.log"), env)
-    with open(os.path.join(folder, "model", "run.json"), encoding="utf-8") as handle:
-        counted = json.load(handle)["flops"]
-    with open(os.path.join(folder, "eval.json"), encoding="utf-8") as handle:
-        accuracy = json.load(handle)["summary"]["accuracy"]
-    progress.say(f"{name} seed {seed}: accuracy {accuracy:.3f}, {counted['flops']:.3g} FLOPs, {seconds:.0f} s",
-                 finished=True)
-    return {"config": name, "seed": seed, "accuracy": accuracy, "flops": counted["flops"],
-            "tokens": counted["tokens"], "seconds": seconds}
+def frange(start, stop, step):
+    value = start
+    while value < stop - 1e-9:
+        yield value
+        value += step
 
 
-def runner(args):
-    """Made once the base model exists: its parameter count and one SFT epoch's tokens count the FLOPs."""
-    from transformers import AutoModelForCausalLM
-    parameters = flops_module.parameter_count(AutoModelForCausalLM.from_pretrained(os.path.join(args.out, "base")))
-    sft_tokens = response_tokens(os.path.join(args.out, "data"), os.path.join(args.out, "base"))
+def at_flops(curve, flops):
+    """The accuracy of the first checkpoint at or past `flops` (the run's end when none is)."""
+    for position, accuracy in curve:
+        if position >= flops * (1 - 1e-9):
+            return accuracy
+    return curve[-1][1]
 
-    def run_one(config, seed, port, threads, progress):
-        if config in BASELINES:
-            return sft_then_rl(args, config, seed, port, threads, progress, parameters, sft_tokens)
-        return mixed_policy(args, config, seed, port, threads, progress)
-    return run_one, {"parameters": parameters, "sft_tokens_per_epoch": sft_tokens}
+
+def pick(sweep):
+    """The learning rate with the best validation accuracy (the smaller one on a tie)."""
+    return min(sweep, key=lambda lr: (-sweep[lr]["validation"], lr))
 
 
 def main(argv=None):
     from . import report
     args = parse_args(argv)
-    return demo.run_comparison(args, argv, "examples.mixed_policy.compare", lambda: runner(args), report.write,
-                               first_port=29700)
+    os.makedirs(args.out, exist_ok=True)
+    baselines = [c for c in args.configs if c in BASELINES]
+    mixed = [c for c in args.configs if c in MIXED]
+    first, others = args.seeds[0], args.seeds[1:]
+    tuning_runs = len(baselines) * len(args.rl_lrs) + len(mixed) * len(args.method_lrs)
+    progress = demo.Progress(tuning_runs + len(args.configs) * len(args.seeds))
+    started = time.time()
+    demo.prepare(args, progress)
+    study = Study(args, progress)
+
+    # 1. The base model's accuracy and every SFT run (each seed has its own).
+    base_and_sft = study.parallel(lambda job, *rest: job(*rest),
+                                  [(study.base_accuracy,)] + [(study.sft, c, s) for s in args.seeds for c in baselines])
+    base_accuracy, sft = base_and_sft[0], dict(zip([(c, s) for s in args.seeds for c in baselines], base_and_sft[1:]))
+
+    # 2. The RL stage's learning rate, per SFT-then-RL row, on seed 0 and the validation split.
+    jobs = [(c, first, lr, True) for c in baselines for lr in args.rl_lrs]
+    sweeps = {c: {} for c in args.configs}
+    for (config, _, lr, _), run in zip(jobs, study.parallel(study.rl, jobs)):
+        sweeps[config][lr] = run
+    picked = {c: pick(sweeps[c]) for c in baselines}
+
+    # 3. Each mixed method's learning rate at the budget (1.8 F), seed 0, validation split.
+    study.budget_flops_equal = sweeps["sft_rl_fixed"][picked["sft_rl_fixed"]]["flops"]["flops"] \
+        if "sft_rl_fixed" in sweeps and sweeps["sft_rl_fixed"] else None
+    jobs = [(m, first, lr, True) for m in mixed for lr in args.method_lrs]
+    for (method, _, lr, _), run in zip(jobs, study.parallel(study.mixed, jobs)):
+        sweeps[method][lr] = run
+    picked.update({m: pick(sweeps[m]) for m in mixed})
+
+    # 4. The other seeds at the picks; every reported run's test accuracy along its FLOPs.
+    def reported(config, seed):
+        if config in BASELINES:
+            run = sweeps[config][picked[config]] if seed == first else study.rl(config, seed, picked[config], False)
+            curve = study.rl_curve(config, seed, run)
+            record = {**sft[(config, seed)], "accuracy_at_equal_flops": curve[-1][1]}
+        else:
+            run = sweeps[config][picked[config]] if seed == first else study.mixed(config, seed, picked[config], False)
+            curve = study.mixed_curve(config, seed, run)
+            record = {"accuracy_at_equal_flops": at_flops(curve, study.budget_flops_equal)}
+        record.update(config=config, seed=seed, lr=picked[config], accuracy=curve[-1][1], curve=curve,
+                      flops=run["flops"]["flops"], tokens=run["flops"]["tokens"], seconds=run["seconds"])
+        progress.say(f"{config} seed {seed}: test accuracy {record['accuracy']:.3f} at {record['flops']:.3g} FLOPs",
+                     finished=True)
+        return record
+    records = study.parallel(reported, [(c, s) for s in [first] + others for c in args.configs])
+
+    tuning = {c: {f"{lr:g}": run["validation"] for lr, run in sorted(sweeps[c].items())} for c in args.configs}
+    with open(os.path.join(args.out, "tuning.json"), "w", encoding="utf-8") as handle:
+        json.dump(tuning, handle, indent=1)
+    wall = time.time() - started
+    command = "python -m examples.mixed_policy.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {"command": command.strip(), "wall_s": wall, "settings": vars(args), "parameters": study.parameters,
+            "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": base_accuracy, "picked": picked,
+            "tuning": tuning, "equal_flops": study.budget_flops_equal}
+    report.write(args.out, records, meta)
+    print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
+    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
+    return 0
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ class MixedPolicyTrainer(GRPOTrainer):
         """One kind per row; `slots[i]` is the row's position inside its group of num_generations."""
         return [ROLLOUT] * len(inputs)
 
-    def prefix_length(self, expert_length):
-        """Tokens of the expert solution a PREFIXED row starts from."""
+    def prefix_length(self, expert_length, group):
+        """Tokens of the expert solution a PREFIXED row of group `group` (its question's group of
+        num_generations rows, numbered over the whole generation batch) starts from."""
         raise NotImplementedError(f"{type(self).__name__} plans PREFIXED rows but sets no prefix length")
 
     def annotate(self, batch, rewards, kinds, rows):
@@ -77,6 +78,7 @@ class MixedPolicyTrainer(GRPOTrainer):
         inputs = self.choose_inputs(inputs) if training else inputs
         first = self.accelerator.process_index * len(inputs)
         slots = [(first + i) % self.num_generations for i in range(len(inputs))]
+        self._groups = [(first + i) // self.num_generations for i in range(len(inputs))]
         self._batch_inputs = inputs
         self._row_kinds = self.row_kinds(inputs, slots) if training else [ROLLOUT] * len(inputs)
         self._prefix_lengths = [0] * len(inputs)
@@ -90,7 +92,7 @@ class MixedPolicyTrainer(GRPOTrainer):
             for i, kind in enumerate(self._row_kinds):
                 if kind == PREFIXED:
                     expert = self.expert_ids(self._batch_inputs[i])[:-1]
-                    length = min(self.prefix_length(len(expert)), len(expert))
+                    length = min(self.prefix_length(len(expert), self._groups[i]), len(expert))
                     prompt_ids[i] = prompt_ids[i] + expert[:length]
                     self._prefix_lengths[i] = length
         return prompt_ids, images, multimodal

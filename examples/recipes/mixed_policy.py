@@ -36,11 +36,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def option_flags(method):
+    """OPTIONS[method] as examples.mixed_policy.train flags (the tiny comparison passes them too)."""
+    flags = []
+    for name, value in OPTIONS[method].items():
+        flags += ["--" + name.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
 def command(args):
     paper = common.PAPER_RL
-    flags = []
-    for name, value in OPTIONS[args.method].items():
-        flags += ["--" + name.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
+    flags = option_flags(args.method)
     return trl.launch(trl.write_configs(args, offload=False)) + [
         "examples.mixed_policy.train", "--method", args.method, "--model", common.model_name(args.model),
         "--data", args.data, "--out", os.path.join(args.out, args.method),

@@ -10,7 +10,7 @@ so the loading code is the same for generated and real data. Difficulty: `operan
 `digits` digits joined by +, - and × (or a range of operand counts, for varied lengths); the
 solution does × first, then left to right, one step a line.
 
-    python -m examples.sftrl_tiny.data --out data/tiny --train 4000 --test 200
+    python -m examples.sftrl_tiny.data --out data/tiny --train 4000 --test 200 [--validation 200]
 """
 import argparse
 import json
@@ -20,6 +20,7 @@ import random
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 DATA_SOURCE = "sftrl-tiny-arithmetic"
 OPERATORS = ("+", "-", "×")
+SPLITS = ("train", "test", "val")  # file names, in the order generate() returns them
 
 
 def random_problem(rng, operands, digits, operators):
@@ -58,11 +59,13 @@ def make_row(numbers, ops):
             "reward_model": {"style": "rule", "ground_truth": str(value)}}
 
 
-def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS, max_operands=None):
-    """(train rows, test rows): distinct problems, no problem in both splits. With `max_operands`,
-    each problem draws its operand count from operands..max_operands, so solution lengths vary."""
-    if train < 0 or test < 0 or operands < 1 or digits < 1:
-        raise ValueError("train and test must be >= 0, operands and digits >= 1")
+def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS, max_operands=None, validation=0):
+    """(train rows, test rows), or (train, test, validation) with `validation` > 0: distinct problems, no
+    problem in two splits. The validation rows are drawn after the test rows, so asking for them leaves
+    train and test as they were. With `max_operands`, each problem draws its operand count from
+    operands..max_operands, so solution lengths vary."""
+    if train < 0 or test < 0 or validation < 0 or operands < 1 or digits < 1:
+        raise ValueError("train, test and validation must be >= 0, operands and digits >= 1")
     if max_operands is not None and max_operands < operands:
         raise ValueError(f"max_operands ({max_operands}) must be >= operands ({operands})")
     operators = tuple(operators)
@@ -70,17 +73,19 @@ def generate(train, test, operands=3, digits=2, seed=0, operators=OPERATORS, max
         raise ValueError(f"operators must be drawn from {''.join(OPERATORS)}, got {''.join(operators)!r}")
     capacity = sum((10 ** digits) ** count * len(operators) ** (count - 1)
                    for count in range(operands, (max_operands or operands) + 1))
-    if train + test > capacity // 2:
-        raise ValueError(f"{train + test} distinct problems asked, but operands={operands}, digits={digits} "
+    if train + test + validation > capacity // 2:
+        raise ValueError(f"{train + test + validation} distinct problems asked, but operands={operands}, digits={digits} "
                          f"allow about {capacity}; raise --digits or --operands")
     rng, seen, rows = random.Random(seed), set(), []
-    while len(rows) < train + test:
+    while len(rows) < train + test + validation:
         count = rng.randint(operands, max_operands) if max_operands is not None else operands
         numbers, ops = random_problem(rng, count, digits, operators)
         key = (tuple(numbers), tuple(ops))
         if key not in seen:
             seen.add(key)
             rows.append(make_row(numbers, ops))
+    if validation:
+        return rows[:train], rows[train:train + test], rows[train + test:]
     return rows[:train], rows[train:]
 
 
@@ -108,6 +113,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for train.jsonl and test.jsonl")
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--validation", type=int, default=0, help="rows of a validation split (val.jsonl)")
     parser.add_argument("--operands", type=int, default=3)
     parser.add_argument("--max-operands", type=int, default=None,
                         help="draw each problem's operand count from --operands..this (varied lengths)")
@@ -116,13 +122,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        train, test = generate(args.train, args.test, args.operands, args.digits, args.seed,
-                               args.operators.replace("x", "×"), args.max_operands)
+        splits = generate(args.train, args.test, args.operands, args.digits, args.seed,
+                          args.operators.replace("x", "×"), args.max_operands, args.validation)
     except ValueError as exc:
         parser.error(str(exc))
-    write_jsonl(train, os.path.join(args.out, "train.jsonl"))
-    write_jsonl(test, os.path.join(args.out, "test.jsonl"))
-    print(f"wrote {len(train)} train and {len(test)} test rows to {args.out}")
+    for name, rows in zip(SPLITS, splits):
+        write_jsonl(rows, os.path.join(args.out, f"{name}.jsonl"))
+    print(f"wrote {', '.join(f'{len(rows)} {name}' for name, rows in zip(SPLITS, splits))} rows to {args.out}")
     return 0
 
 

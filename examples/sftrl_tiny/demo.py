@@ -106,11 +106,13 @@ def module(name):
     return [sys.executable, "-m", f"examples.sftrl_tiny.{name}"]
 
 
-def evaluation_command(args, seed, model, out):
-    """Held-out evaluation of one checkpoint, the same for every run of a comparison."""
-    return module("evaluate") + ["--data", os.path.join(args.out, "data"), "--temperature", "0.6",
+def evaluation_command(args, seed, model, out, split="test"):
+    """Held-out evaluation of a checkpoint (or of a list of them, each to its out), the same for every
+    run of a comparison."""
+    models, outs = ([model], [out]) if isinstance(model, str) else (list(model), list(out))
+    return module("evaluate") + ["--data", os.path.join(args.out, "data"), "--split", split, "--temperature", "0.6",
                                  "--samples", str(args.eval_samples), "--max-new-tokens", str(args.max_new_tokens),
-                                 "--seed", str(seed), "--model", model, "--out", out]
+                                 "--seed", str(seed), "--model", *models, "--out", *outs]
 
 
 def sft_and_evaluate(args, config, seed, command, train_env, eval_env, load_run, framework, progress, last=True):
@@ -139,28 +141,42 @@ def rl_round_flags(args, steps, lr, seed):
             "--seed", str(seed)]
 
 
+def config_env(config, threads):
+    """A configuration's environment: its patches off (SFTRL_PATCHES_DISABLE=1) or left to autoload."""
+    return child_env(threads, disable=None if CONFIGS[config][1] else "1")
+
+
+def sft_command(args, config, seed, port, out):
+    """One SFT epoch from the shared base with TRL through accelerate + the configuration's DeepSpeed ZeRO-2."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            os.path.join(HERE, "configs", "accelerate_deepspeed.yaml"), "--deepspeed_config_file",
+            os.path.join(HERE, "configs", CONFIGS[config][0]), "--main_process_port", str(port),
+            "-m", "examples.sftrl_tiny.sft", "--model", os.path.join(args.out, "base"),
+            "--data", os.path.join(args.out, "data"), "--out", out, "--epochs", "1", "--micro-batch", "1",
+            "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)]
+
+
+def grpo_command(args, sft, out, lr, seed, extra=()):
+    """GRPO from an SFT checkpoint for --grpo-steps, the flags every RL run shares."""
+    return (module("grpo") + ["--model", sft, "--data", os.path.join(args.out, "data"), "--out", out]
+            + rl_round_flags(args, args.grpo_steps, lr, seed) + list(extra))
+
+
 def pipeline(args, config, seed, port, threads, progress):
     """SFT -> evaluate -> GRPO -> evaluate for one configuration and seed; returns its record."""
-    ds_config, patches_on = CONFIGS[config]
     folder = os.path.join(args.out, "runs", f"{config}-seed{seed}")
     os.makedirs(folder, exist_ok=True)
-    env = child_env(threads, disable=None if patches_on else "1")
+    env = config_env(config, threads)
     sft, rl = os.path.join(folder, "sft"), os.path.join(folder, "rl")
     steps = {}
     started = time.time()
-    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         os.path.join(HERE, "configs", "accelerate_deepspeed.yaml"), "--deepspeed_config_file",
-         os.path.join(HERE, "configs", ds_config), "--main_process_port", str(port), "-m", "examples.sftrl_tiny.sft",
-         "--model", os.path.join(args.out, "base"), "--data", os.path.join(args.out, "data"), "--out", sft,
-         "--epochs", "1", "--micro-batch", "1", "--grad-accum", "8", "--lr", str(args.sft_lr), "--seed", str(seed)],
-        os.path.join(folder, "sft.log"), env)
+    run(sft_command(args, config, seed, port, sft), os.path.join(folder, "sft.log"), env)
     steps["sft_s"] = time.time() - started
     progress.say(f"{config} seed {seed}: SFT done in {steps['sft_s']:.0f} s")
     run(evaluation_command(args, seed, sft, os.path.join(folder, "eval_sft.json")),
         os.path.join(folder, "eval_sft.log"), env)
     started = time.time()
-    run(module("grpo") + ["--model", sft, "--data", os.path.join(args.out, "data"), "--out", rl]
-        + rl_round_flags(args, args.grpo_steps, args.grpo_lr, seed), os.path.join(folder, "grpo.log"), env)
+    run(grpo_command(args, sft, rl, args.grpo_lr, seed), os.path.join(folder, "grpo.log"), env)
     steps["grpo_s"] = time.time() - started
     run(evaluation_command(args, seed, rl, os.path.join(folder, "eval_rl.json")),
         os.path.join(folder, "eval_rl.log"), env)
@@ -175,19 +191,24 @@ def prepare(args, progress):
     """Data, tokenizer and the shared base model, made once for every run."""
     from transformers import AutoTokenizer
     from . import model, pretrain, tokenizer as tokenizer_module
-    # --max-operands 0: every problem has --operands operands
-    train, test = data.generate(args.train, args.test, args.operands, args.digits, seed=1234,
-                                max_operands=args.max_operands or None)
-    data.write_jsonl(train, os.path.join(args.out, "data", "train.jsonl"))
-    data.write_jsonl(test, os.path.join(args.out, "data", "test.jsonl"))
+    # --max-operands 0: every problem has --operands operands; a comparison that tunes adds a validation split
+    validation, worked_share = getattr(args, "validation", 0), getattr(args, "worked_share", 0.0)
+    splits = data.generate(args.train, args.test, args.operands, args.digits, seed=1234,
+                           max_operands=args.max_operands or None, validation=validation)
+    for name, rows in zip(data.SPLITS, splits):
+        data.write_jsonl(rows, os.path.join(args.out, "data", f"{name}.jsonl"))
+    train, test = splits[:2]
     tokenizer = tokenizer_module.train(train)
     tokenizer_module.save(tokenizer, os.path.join(args.out, "tokenizer"))
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(args.out, "tokenizer"))
-    progress.say(f"data ({len(train)} train, {len(test)} test) and a {len(tokenizer)}-token tokenizer; pretraining "
-                 f"the base model on {args.pretrain_documents} one-operation sums")
+    progress.say(f"data ({', '.join(f'{len(rows)} {name}' for name, rows in zip(data.SPLITS, splits))}) and a "
+                 f"{len(tokenizer)}-token tokenizer; pretraining the base model on {args.pretrain_documents} documents "
+                 f"({worked_share:.0%} worked problems, the rest one-operation sums)")
     base = model.build(tokenizer, seed=0)
+    held_out = {data.question(row) for rows in splits[1:] for row in rows}
     documents = pretrain.corpus(args.pretrain_documents, seed=0, operands=max(args.operands, args.max_operands),
-                                digits=args.digits)
+                                digits=args.digits, worked_share=worked_share, held_out=held_out,
+                                chat=pretrain.chat_writer(tokenizer))
     pretrain.pretrain(base, tokenizer, documents, log=lambda line: progress.say(line))
     base.save_pretrained(os.path.join(args.out, "base"))
     tokenizer_module.save(tokenizer, os.path.join(args.out, "base"))

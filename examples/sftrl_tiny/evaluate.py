@@ -19,7 +19,8 @@ from .reward import score
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="one checkpoint, or several (one process grades them all, e.g. the checkpoints of a run)")
     parser.add_argument("--data", required=True, help="a jsonl file, a folder with <split>.jsonl, or a hub data set")
     parser.add_argument("--split", default="test")
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
@@ -31,8 +32,11 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="prompts per generate call (transformers)")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write the summary and every graded answer here (json)")
+    parser.add_argument("--out", nargs="+", help="write the summary and every graded answer here (json); one file "
+                                                  "per --model")
     args = parser.parse_args(argv)
+    if args.out and len(args.out) != len(args.model):
+        parser.error(f"--out names {len(args.out)} file(s) for {len(args.model)} --model(s): give one per model")
     if args.samples < 1:
         parser.error("--samples must be >= 1")
     if args.temperature == 0 and args.samples > 1:
@@ -85,21 +89,25 @@ def grade(rows, answers):
 
 
 def evaluate(args):
+    """The summary of every --model, in order (each written to its --out)."""
     rows = load_rows(args.data, args.split, args.max_samples)
     prompts = [row["prompt"] for row in rows]
     generate = generate_vllm if args.backend == "vllm" else generate_transformers
-    summary, details = grade(rows, generate(args.model, prompts, args))
-    summary.update(model=args.model, data=args.data, split=args.split, temperature=args.temperature)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"summary": summary, "details": details}, handle, indent=1)
-    return summary
+    summaries = []
+    for index, model in enumerate(args.model):
+        summary, details = grade(rows, generate(model, prompts, args))
+        summary.update(model=model, data=args.data, split=args.split, temperature=args.temperature)
+        if args.out:
+            with open(args.out[index], "w", encoding="utf-8") as handle:
+                json.dump({"summary": summary, "details": details}, handle, indent=1)
+        summaries.append(summary)
+    return summaries
 
 
 def main(argv=None):
-    summary = evaluate(parse_args(argv))
-    label = "pass@1" if summary["samples"] == 1 else f"avg@{summary['samples']}"
-    print(f"{label} = {summary['accuracy']:.4f} on {summary['problems']} problems")
+    for summary in evaluate(parse_args(argv)):
+        label = "pass@1" if summary["samples"] == 1 else f"avg@{summary['samples']}"
+        print(f"{label} = {summary['accuracy']:.4f} on {summary['problems']} problems ({summary['model']})")
     return 0
 
 

@@ -33,7 +33,24 @@ def build_parser(description=__doc__.split("\n\n")[0]):
     parser.add_argument("--use-vllm", action="store_true", help="generate with vLLM (GPU; colocated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="save the model every N optimizer steps into --out/checkpoint-<i>, listed in "
+                             "checkpoints.jsonl (0: only at the end)")
     return parser
+
+
+def step_checkpoints(trainer, args):
+    """The callback behind --checkpoint-every (None without it)."""
+    if args.checkpoint_every <= 0:
+        return None
+    from .checkpoints import marks_callback
+    marks = range(args.checkpoint_every, args.steps, args.checkpoint_every)
+    return marks_callback(trainer, args.out, marks, lambda state: state.global_step)
+
+
+def add_callback(trainer, callback):
+    if callback is not None:
+        trainer.add_callback(callback)
 
 
 def parse_args(argv=None):
@@ -68,6 +85,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
     trainer = GRPOTrainer(model=args.model, reward_funcs=accuracy_reward, args=grpo_config(args),
                           train_dataset=dataset, processing_class=tokenizer, callbacks=[logger])
+    add_callback(trainer, step_checkpoints(trainer, args))
     run_files.train_and_save(trainer, tokenizer, args)
     return 0
 

@@ -38,13 +38,14 @@ def report_events(path):
 
 
 def start(args, to_example):
-    """--out created, a stale metrics.jsonl removed, the training rows as a Dataset of
-    `to_example(row)`, and the callback that logs each step."""
+    """--out created, a stale metrics.jsonl and checkpoints.jsonl removed, the training rows as a
+    Dataset of `to_example(row)`, and the callback that logs each step."""
     from datasets import Dataset
     os.makedirs(args.out, exist_ok=True)
     metrics = os.path.join(args.out, "metrics.jsonl")
-    if os.path.exists(metrics):
-        os.remove(metrics)
+    for stale in (metrics, os.path.join(args.out, "checkpoints.jsonl")):
+        if os.path.exists(stale):
+            os.remove(stale)
     rows = load_rows(args.data, "train", args.max_samples)
     return Dataset.from_list([to_example(row) for row in rows]), step_logger(metrics)
 
