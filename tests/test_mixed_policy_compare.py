@@ -46,3 +46,20 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
             assert record["flops"] >= 1.8 * equal
             assert len(curve) >= 2
             assert record["accuracy_at_equal_flops"] == next(a for f, a in curve if f >= equal)
+
+
+def test_a_sweep_whose_pick_is_at_an_edge_goes_one_value_beyond_it():
+    from types import SimpleNamespace
+    from examples.mixed_policy import compare
+    best = {"a": 1e-4, "b": 1e-3, "c": 3e-4}  # a's optimum lies below its grid, b's above, c's inside
+
+    def run(config, seed, lr, validate):
+        return {"validation": -abs(lr - best[config])}
+    study = SimpleNamespace(parallel=lambda f, jobs: [f(*job) for job in jobs], progress=SimpleNamespace(total=0))
+    sweeps = compare.tune(study, ["a", "b", "c"], [2e-4, 3e-4, 4e-4], run, 0, extensions=2)
+    assert sorted(sweeps["a"]) == [5e-5, 1e-4, 2e-4, 3e-4, 4e-4]  # 1e-4, then 5e-5 as 1e-4 was still the end
+    assert compare.pick(sweeps["a"]) == 1e-4
+    assert sorted(sweeps["b"]) == [2e-4, 3e-4, 4e-4, 8e-4, 1.6e-3]  # stops after 2 extensions
+    assert sorted(sweeps["c"]) == [2e-4, 3e-4, 4e-4]
+    assert study.progress.total == 4
+    assert compare.tune(study, ["a"], [2e-4, 3e-4], run, 0, extensions=0)["a"].keys() == {2e-4, 3e-4}

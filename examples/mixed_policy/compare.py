@@ -9,8 +9,10 @@ Table 1 in miniature, under one protocol for every row:
   (--worked-share) so that it earns some reward before any fine-tuning, as a math base model does.
 - Tuning: a validation split disjoint from train and test; for every row a learning-rate sweep
   (--rl-lrs for SFT-then-RL's RL stage, --method-lrs for each mixed-policy method), seed 0, the
-  pick made on validation accuracy at the end of the run; tuning.json holds
-  method -> learning rate -> validation accuracy. The other seeds run at the pick.
+  pick made on validation accuracy at the end of the run. A pick at either end of its sweep
+  extends the sweep by one value beyond it (x2 or /2), up to --extensions times, so that no row
+  is left at the edge of its grid. tuning.json holds method -> learning rate -> validation
+  accuracy. The other seeds run at the pick.
 - Settings: each method's options are its authors' (examples.recipes.mixed_policy.OPTIONS, the
   paper-scale recipe's: the entropy bonus, LUFFY's baseline over the whole group, ...).
 - Budgets: F is the corrected SFT-then-RL's training FLOPs (seed 0, at its pick). Every mixed
@@ -42,9 +44,9 @@ from .methods import METHODS
 BASELINES = {"sft_rl_buggy": "buggy", "sft_rl_fixed": "fixed"}
 MIXED = [name for name in METHODS if name != "grpo"]
 EQUAL_MARKS = (0.25, 0.5, 0.75, 1.0)  # checkpoints of a mixed run, as fractions of F (then every 0.4 F to the end)
-DEFAULTS = dict(validation=200, worked_share=0.03, grpo_steps=50, rl_lrs="2e-5,5e-5,1e-4",
-                method_lrs="2.5e-4,5e-4,1e-3", budget_ratio=1.8, method_steps=5000, rl_checkpoints=4)
-SMOKE = dict(validation=16, grpo_steps=4, rl_lrs="5e-5,1e-4", method_lrs="5e-4,1e-3", method_steps=24,
+DEFAULTS = dict(validation=200, worked_share=0.03, grpo_steps=50, rl_lrs="5e-6,1e-5,2e-5",
+                method_lrs="5e-5,1e-4,2.5e-4", extensions=2, budget_ratio=1.8, method_steps=5000, rl_checkpoints=4)
+SMOKE = dict(validation=16, grpo_steps=4, rl_lrs="5e-5,1e-4", method_lrs="5e-4,1e-3", extensions=0, method_steps=24,
              rl_checkpoints=2)
 
 
@@ -60,6 +62,8 @@ def parse_args(argv=None):
                      "in --configs")
     if args.budget_ratio < 1:
         parser.error("--budget-ratio must be >= 1 (the runs are read at 1 x F on their way)")
+    if args.extensions < 0:
+        parser.error("--extensions must be >= 0")
     if args.validation < 1:
         parser.error("--validation must be >= 1: the learning rates are picked on it")
     return args
@@ -231,6 +235,32 @@ def pick(sweep):
     return min(sweep, key=lambda lr: (-sweep[lr]["validation"], lr))
 
 
+def beyond_edge(sweep):
+    """The next learning rate to try when the pick is at an end of the sweep (half the smallest, twice
+    the largest), else None."""
+    best = pick(sweep)
+    if len(sweep) > 1 and best == min(sweep):
+        return best / 2
+    if len(sweep) > 1 and best == max(sweep):
+        return best * 2
+    return None
+
+
+def tune(study, configs, grid, run, seed, extensions):
+    """{config: {lr: run}}: every config at every lr of the grid, then one more lr beyond the edge for
+    each config whose pick is at an end, up to `extensions` rounds; configs run side by side."""
+    sweeps = {c: {} for c in configs}
+    pending = [(c, lr) for c in configs for lr in grid]
+    for _ in range(extensions + 1):
+        if not pending:
+            break
+        for (config, lr), result in zip(pending, study.parallel(run, [(c, seed, lr, True) for c, lr in pending])):
+            sweeps[config][lr] = result
+        pending = [(c, beyond_edge(sweeps[c])) for c in configs if beyond_edge(sweeps[c]) is not None]
+        study.progress.total += len(pending) if _ < extensions else 0
+    return sweeps
+
+
 def main(argv=None):
     from . import report
     args = parse_args(argv)
@@ -238,7 +268,7 @@ def main(argv=None):
     baselines = [c for c in args.configs if c in BASELINES]
     mixed = [c for c in args.configs if c in MIXED]
     first, others = args.seeds[0], args.seeds[1:]
-    tuning_runs = len(baselines) * len(args.rl_lrs) + len(mixed) * len(args.method_lrs)
+    tuning_runs = len(baselines) * len(args.rl_lrs) + len(mixed) * len(args.method_lrs)  # before any extension
     progress = demo.Progress(tuning_runs + len(args.configs) * len(args.seeds))
     started = time.time()
     demo.prepare(args, progress)
@@ -250,18 +280,13 @@ def main(argv=None):
     base_accuracy, sft = base_and_sft[0], dict(zip([(c, s) for s in args.seeds for c in baselines], base_and_sft[1:]))
 
     # 2. The RL stage's learning rate, per SFT-then-RL row, on seed 0 and the validation split.
-    jobs = [(c, first, lr, True) for c in baselines for lr in args.rl_lrs]
-    sweeps = {c: {} for c in args.configs}
-    for (config, _, lr, _), run in zip(jobs, study.parallel(study.rl, jobs)):
-        sweeps[config][lr] = run
+    sweeps = tune(study, baselines, args.rl_lrs, study.rl, first, args.extensions)
     picked = {c: pick(sweeps[c]) for c in baselines}
 
     # 3. Each mixed method's learning rate at the budget (1.8 F), seed 0, validation split.
     study.budget_flops_equal = sweeps["sft_rl_fixed"][picked["sft_rl_fixed"]]["flops"]["flops"] \
-        if "sft_rl_fixed" in sweeps and sweeps["sft_rl_fixed"] else None
-    jobs = [(m, first, lr, True) for m in mixed for lr in args.method_lrs]
-    for (method, _, lr, _), run in zip(jobs, study.parallel(study.mixed, jobs)):
-        sweeps[method][lr] = run
+        if "sft_rl_fixed" in sweeps else None
+    sweeps.update(tune(study, mixed, args.method_lrs, study.mixed, first, args.extensions))
     picked.update({m: pick(sweeps[m]) for m in mixed})
 
     # 4. The other seeds at the picks; every reported run's test accuracy along its FLOPs.
