@@ -20,18 +20,20 @@ def table(records, meta):
     metric = "pass@1" if s["eval_samples"] == 1 else f"avg@{s['eval_samples']}"
     ratio = s["budget_ratio"]
     lines = [f"| method | lr (picked) | validation (%) | test {metric} at F (%) | test {metric} at {ratio:g} F (%) "
-             f"| FLOPs at the end | above base at the end | seeds | train time (s) |",
+             f"| FLOPs at the end | above base at the end | seeds | train time, SFT + RL (s) |",
              "|---|---|---|---|---|---|---|---|---|",
              f"| base model | – | – | {100 * meta['base_accuracy']:.1f} | – | 0 | – | – | – |"]
     for config, rows in by_config(records):
         lr = meta["picked"][config]
+        tried = [float(value) for value in meta["tuning"][config]]
         validation = meta["tuning"][config][f"{lr:g}"]
+        edge = " (edge)" if len(tried) > 1 and lr in (min(tried), max(tried)) else ""
         mixed = not config.startswith("sft_rl")
         end = mean_std([r["accuracy"] for r in rows], 100) if mixed else "–"
-        lines.append(f"| {LABELS.get(config, config)} | {lr:g} | {100 * validation:.1f} | "
+        lines.append(f"| {LABELS.get(config, config)} | {lr:g}{edge} | {100 * validation:.1f} | "
                      f"{mean_std([r['accuracy_at_equal_flops'] for r in rows], 100)} | {end} | "
                      f"{statistics.fmean(r['flops'] for r in rows):.3g} | {improves(rows, meta['base_accuracy'])} | "
-                     f"{len(rows)} | {statistics.fmean(r['seconds'] for r in rows):.0f} |")
+                     f"{len(rows)} | {statistics.fmean(r['seconds'] + r.get('sft_s', 0) for r in rows):.0f} |")
     return "\n".join(lines)
 
 
@@ -81,7 +83,7 @@ def write(out, records, meta):
             f"picked on {s['validation']} validation problems (disjoint from train and test) at the end of a seed-"
             f"{s['seeds'][0]} run, from {lrs(s['rl_lrs'])} for SFT→RL's RL stage and {lrs(s['method_lrs'])} for each "
             f"mixed-policy method, a sweep whose pick is at an end extended by one value beyond it (x2 or /2) up to "
-            f"{s['extensions']} times (tuning.json has every value tried). SFT→RL: 1 SFT epoch over {s['train']} expert solutions "
+            f"{s['extensions']} times (tuning.json has every value tried; \"edge\": still at an end after that). SFT→RL: 1 SFT epoch over {s['train']} expert solutions "
             f"({meta['sft_tokens_per_epoch']} tokens; DeepSpeed ZeRO-2 offload, GA 8, lr {s['sft_lr']}), then GRPO "
             f"{s['grpo_steps']} steps. Mixed-policy methods: from the base model to {s['budget_ratio']:g} F, "
             f"{s['grpo_prompts']} prompts × 8 rows per round, 2 optimizer steps per round; \"at F\" is the first "
@@ -89,3 +91,20 @@ def write(out, records, meta):
             "![accuracy against FLOPs](accuracy_vs_flops.png)", ""]
     save(out, records, meta, text)
     plot(out, records, meta)
+
+
+def main(argv=None):
+    """Re-render results.md and the plot from a comparison's results.json (after a change to this report)."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out", help="the comparison's --out folder")
+    args = parser.parse_args(argv)
+    with open(os.path.join(args.out, "results.json"), encoding="utf-8") as handle:
+        meta = json.load(handle)
+    write(args.out, meta.pop("records"), meta)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

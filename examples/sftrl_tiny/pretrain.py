@@ -8,7 +8,8 @@ With --worked-share s, a share s of the documents are whole worked problems inst
 chat format (never one of the held-out problems), so the base model already solves some of the task
 when asked as the task asks, as a math base model that has seen instruction-style data does before
 SFT: the mixed-policy comparison starts from such a base. Written as raw text instead, 5% of worked
-problems leave the base at 1.2% (the chat format does not transfer), in the chat format at 40%.
+problems leave the base at 1.25% (the chat format does not transfer), in the chat format at 40%
+(docs/mixed-policy.md).
 
     python -m examples.sftrl_tiny.pretrain --tokenizer runs/tokenizer --out runs/base
 """
