@@ -63,3 +63,18 @@ def test_a_sweep_whose_pick_is_at_an_edge_goes_one_value_beyond_it():
     assert sorted(sweeps["c"]) == [2e-4, 3e-4, 4e-4]
     assert study.progress.total == 4
     assert compare.tune(study, ["a"], [2e-4, 3e-4], run, 0, extensions=0)["a"].keys() == {2e-4, 3e-4}
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--rl-lrs", "1e-5,abc"], "a learning-rate sweep is a comma-separated list of positive numbers"),
+    (["--configs", "luffy"], "keep sft_rl_fixed in --configs"),
+    (["--budget-ratio", "0.5"], "--budget-ratio must be >= 1"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, flags, message):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    proc = subprocess.run([sys.executable, "-m", "examples.mixed_policy.compare", *flags, "--out", str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -70,7 +70,10 @@ def parse_args(argv=None):
 
 
 def learning_rates(text):
-    values = [float(part) for part in text.split(",") if part.strip()]
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
     if not values or any(value <= 0 for value in values):
         raise ValueError(f"a learning-rate sweep is a comma-separated list of positive numbers, got {text!r}")
     return values
@@ -105,6 +108,7 @@ class Study:
         from transformers import AutoModelForCausalLM
         self.parameters = flops_module.parameter_count(AutoModelForCausalLM.from_pretrained(self.base))
         self.sft_tokens = response_tokens(os.path.join(args.out, "data"), self.base)
+        self.budget_flops_equal = None  # F, known once the corrected SFT-then-RL's sweep is done
 
     def parallel(self, function, jobs):
         with ThreadPoolExecutor(min(self.lanes, max(1, len(jobs)))) as pool:
