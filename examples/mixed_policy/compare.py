@@ -88,10 +88,9 @@ def response_tokens(data_folder, tokenizer_folder):
                for row in rows)
 
 
-def rl_generated_tokens(metrics_path, rollouts_per_round, last_step=None):
-    """Generated tokens of a TRL GRPO run up to `last_step` (all of it by default): mean completion
-    length x rollouts, per generation round (logged on a round's first optimizer step only)."""
-    rows = read_jsonl(metrics_path)
+def rl_generated_tokens(rows, rollouts_per_round, last_step=None):
+    """Generated tokens of a TRL GRPO run (its metrics.jsonl rows) up to `last_step` (all of it by default):
+    mean completion length x rollouts, per generation round (logged on a round's first optimizer step only)."""
     return sum(row["completions/mean_length"] * rollouts_per_round for row in rows
                if "completions/mean_length" in row and (last_step is None or row["step"] <= last_step))
 
@@ -162,17 +161,18 @@ class Study:
         demo.run(demo.grpo_command(self.args, os.path.join(folder, "sft"), out, lr, seed,
                                    ["--checkpoint-every", str(every)]),
                  os.path.join(out + ".log"), env)
-        run = {"out": out, "seconds": time.time() - started, "flops": self.rl_flops(out).as_dict()}
+        run = {"out": out, "seconds": time.time() - started,
+               "flops": self.rl_flops(read_jsonl(os.path.join(out, "metrics.jsonl"))).as_dict()}
         if validate:
             run["validation"], = self.evaluate(seed, [out], "val", env, out + ".val.log")
             self.progress.say(f"{config} lr {lr:g}: validation accuracy {run['validation']:.3f}", finished=True)
         return run
 
-    def rl_flops(self, out, last_step=None):
+    def rl_flops(self, metrics, last_step=None):
+        """SFT-then-RL's FLOPs up to an RL step: one SFT epoch, then the rollouts its metrics rows count."""
         counter = flops_module.FlopsCounter(self.parameters)
         counter.add("sft", self.sft_tokens)
-        counter.add("on_policy", rl_generated_tokens(os.path.join(out, "metrics.jsonl"), self.args.grpo_prompts * 8,
-                                                     last_step))
+        counter.add("on_policy", rl_generated_tokens(metrics, self.args.grpo_prompts * 8, last_step))
         return counter
 
     def rl_curve(self, config, seed, run):
@@ -182,9 +182,10 @@ class Study:
         saved = checkpoints.read(run["out"])
         accuracies = self.evaluate(seed, [c["path"] for c in saved] + [run["out"]], "test", env,
                                    run["out"] + ".test.log")
-        sft_flops = self.rl_flops(run["out"], last_step=0).total
-        points = [[sft_flops, read_json(os.path.join(folder, "sft", "eval_test.json"))["summary"]["accuracy"]]]
-        points += [[self.rl_flops(run["out"], c["step"]).total, a] for c, a in zip(saved, accuracies)]
+        metrics = read_jsonl(os.path.join(run["out"], "metrics.jsonl"))
+        points = [[self.rl_flops(metrics, last_step=0).total,  # SFT alone
+                   read_json(os.path.join(folder, "sft", "eval_test.json"))["summary"]["accuracy"]]]
+        points += [[self.rl_flops(metrics, c["step"]).total, a] for c, a in zip(saved, accuracies)]
         points.append([run["flops"]["flops"], accuracies[-1]])
         return points
 
@@ -203,7 +204,8 @@ class Study:
         demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", method, "--model", self.base,
                   "--data", os.path.join(self.args.out, "data"), "--out", out, "--flops-budget", repr(budget),
                   "--checkpoint-flops", *[repr(mark) for mark in self.marks(budget)]]
-                 + mixed_policy_recipe.option_flags(method) + demo.rl_round_flags(self.args, self.args.method_steps, lr, seed), out + ".log", env)
+                 + mixed_policy_recipe.option_flags(method)
+                 + demo.rl_round_flags(self.args, self.args.method_steps, lr, seed), out + ".log", env)
         facts = read_json(os.path.join(out, "run.json"))
         run = {"out": out, "seconds": time.time() - started, "flops": facts["flops"], "steps": facts["steps"]}
         if validate:
@@ -255,13 +257,15 @@ def tune(study, configs, grid, run, seed, extensions):
     each config whose pick is at an end, up to `extensions` rounds; configs run side by side."""
     sweeps = {c: {} for c in configs}
     pending = [(c, lr) for c in configs for lr in grid]
-    for _ in range(extensions + 1):
+    for round_ in range(extensions + 1):
         if not pending:
             break
         for (config, lr), result in zip(pending, study.parallel(run, [(c, seed, lr, True) for c, lr in pending])):
             sweeps[config][lr] = result
-        pending = [(c, beyond_edge(sweeps[c])) for c in configs if beyond_edge(sweeps[c]) is not None]
-        study.progress.total += len(pending) if _ < extensions else 0
+        if round_ == extensions:
+            break
+        pending = [(c, lr) for c, lr in ((c, beyond_edge(sweeps[c])) for c in configs) if lr is not None]
+        study.progress.total += len(pending)
     return sweeps
 
 
@@ -313,16 +317,9 @@ def main(argv=None):
     tuning = {c: {f"{lr:g}": run["validation"] for lr, run in sorted(sweeps[c].items())} for c in args.configs}
     with open(os.path.join(args.out, "tuning.json"), "w", encoding="utf-8") as handle:
         json.dump(tuning, handle, indent=1)
-    wall = time.time() - started
-    command = "python -m examples.mixed_policy.compare " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {"command": command.strip(), "wall_s": wall, "settings": vars(args), "parameters": study.parameters,
-            "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": base_accuracy, "picked": picked,
-            "tuning": tuning, "equal_flops": study.budget_flops_equal}
-    report.write(args.out, records, meta)
-    print(f"done in {wall / 60:.1f} min: {os.path.join(args.out, 'results.md')}")
-    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
-    return 0
-
+    meta = {"parameters": study.parameters, "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": base_accuracy,
+            "picked": picked, "tuning": tuning, "equal_flops": study.budget_flops_equal}
+    return demo.finish_comparison(args, argv, "examples.mixed_policy.compare", started, records, meta, report.write)
 
 if __name__ == "__main__":
     raise SystemExit(main())

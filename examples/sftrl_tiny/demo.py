@@ -230,6 +230,11 @@ def run_comparison(args, argv, module_name, make_runner, write, first_port):
         futures = [pool.submit(run_one, config, seed, first_port + index, threads, progress)
                    for index, (config, seed) in enumerate(jobs)]
         records = [future.result() for future in futures]
+    return finish_comparison(args, argv, module_name, started, records, extra_meta, write)
+
+
+def finish_comparison(args, argv, module_name, started, records, extra_meta, write):
+    """A comparison's end: write(out, records, meta) with the command, wall time and settings; results.md printed."""
     wall = time.time() - started
     command = f"python -m {module_name} " + " ".join(argv if argv is not None else sys.argv[1:])
     write(args.out, records, {"command": command.strip(), "wall_s": wall, "settings": vars(args), **extra_meta})
