@@ -16,7 +16,7 @@ from examples.mixed_policy import flops, losses  # noqa: E402
 from examples.mixed_policy.hpt import HptTrainer, sft_groups  # noqa: E402
 from examples.mixed_policy.relift import FailedQuestions  # noqa: E402
 from examples.mixed_policy.srft import SrftTrainer  # noqa: E402
-from examples.mixed_policy.trainer import EXPERT, PREFIXED, ROLLOUT  # noqa: E402
+from examples.mixed_policy.trainer import EXPERT, PREFIXED, ROLLOUT, MixedPolicyTrainer  # noqa: E402
 
 
 # ---- LUFFY: policy shaping -------------------------------------------------------------------
@@ -98,18 +98,22 @@ def test_srft_baseline_counts_the_demonstration_only_with_its_off_policy_term():
 
 
 # ---- ReLIFT: the buffer of failed questions --------------------------------------------------
-def test_relift_buffer_keeps_one_row_per_failed_question_oldest_first():
+def test_relift_buffer_keeps_one_row_per_failed_question_in_order():
     buffer = FailedQuestions(capacity=3)
     rows = [{"q": q, "copy": c} for q in "abc" for c in range(2)]  # 3 groups of 2
     buffer.add_failed(rows, [0.0, 0.5, 0.0], group_size=2)
     assert [r["q"] for r in buffer.rows] == ["a", "c"]
     buffer.add_failed([{"q": "d"}, {"q": "d"}, {"q": "e"}, {"q": "e"}], [0.0, 0.0], group_size=2)
     assert [r["q"] for r in buffer.rows] == ["c", "d", "e"]  # capacity 3: "a" dropped
-    assert [r["q"] for r in buffer.take(2)] == ["c", "d"]
+    assert [r["q"] for r in buffer.take(1, newest=True)] == ["e"]  # the authors' order: newest first
+    assert [r["q"] for r in buffer.take(1)] == ["c"]
     with pytest.raises(ValueError, match="2 rows asked, 1 buffered"):
         buffer.take(2)
     with pytest.raises(ValueError, match="capacity"):
-        FailedQuestions(0)
+        FailedQuestions(-1)
+    unbounded = FailedQuestions(0)
+    unbounded.add_failed([{"q": i} for i in range(2000)], [0.0] * 2000, group_size=1)
+    assert len(unbounded) == 2000
 
 
 # ---- HPT: the gate -----------------------------------------------------------------------------
@@ -117,20 +121,64 @@ def test_hpt_gate_switches_per_question():
     # 3 groups of 4: expert in the last slot; rollouts pass 0/3, 1/3, 3/3
     rewards = torch.tensor([0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1], dtype=torch.float)
     kinds = torch.tensor([ROLLOUT, ROLLOUT, ROLLOUT, EXPERT] * 3)
-    assert sft_groups(rewards, kinds, 4, gate=0.0).tolist() == [True, False, False]
-    assert sft_groups(rewards, kinds, 4, gate=0.5).tolist() == [True, True, False]
-    fake = _bare(gate=0.0)
+    assert sft_groups(rewards, kinds, 4, gate=0).tolist() == [True, False, False]
+    assert sft_groups(rewards, kinds, 4, gate=1).tolist() == [True, True, False]  # a count, as the authors' gate
+    assert sft_groups(rewards, kinds, 4, gate=3).tolist() == [True, True, True]
+    fake = _bare(gate=0)
     batch = {"loss_mask": torch.ones(12, 3, dtype=torch.long)}
     HptTrainer.annotate(fake, batch, rewards, kinds, slice(0, 12))
     trained = batch["loss_mask"][:, 0].tolist()
     assert trained == [0, 0, 0, 1] + [1, 1, 1, 0] * 2  # SFT on the expert of group 0, GRPO elsewhere
 
 
-# ---- Prefix-RFT: no loss on the expert prefix --------------------------------------------------
-def test_prefix_tokens_carry_no_loss():
-    completion_mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
-    mask = losses.prefix_token_mask(completion_mask, torch.tensor([2, 0, 3]))
-    assert mask.tolist() == [[0, 0, 1, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+# ---- Prefix-RFT: the schedule and the loss on the prefix ---------------------------------------
+def test_prefix_schedule_decays_the_upper_bound_and_the_lower_follows():
+    from examples.mixed_policy.prefix_rft import decayed, ratio_bounds
+    assert [decayed(0.95, 0.05, t, "constant") for t in (0, 0.5, 1)] == [0.95] * 3
+    assert [decayed(0.95, 0.05, t, "linear") for t in (0, 0.25, 1)] == pytest.approx([0.95, 0.725, 0.05])
+    # cosine: flat at both ends, the mean of the two at half-way
+    assert [decayed(0.95, 0.05, t, "cosine") for t in (0, 0.5, 1)] == pytest.approx([0.95, 0.5, 0.05])
+    assert decayed(0.95, 0.05, 0.1, "cosine") > decayed(0.95, 0.05, 0.1, "linear")
+    assert decayed(0.95, 0.05, 2.0, "linear") == pytest.approx(0.05)  # past the end it stays at the end
+    args = SimpleNamespace(prefix_ratio_min=0.1, prefix_ratio_max=0.9, prefix_ratio_max_end=0.05,
+                           prefix_schedule="linear")
+    assert ratio_bounds(args, 0.0) == (0.1, 0.9)
+    assert ratio_bounds(args, 1.0) == pytest.approx((0.05, 0.05))
+
+
+def test_prefix_tokens_take_the_policy_loss_on_their_highest_entropy_share():
+    from examples.mixed_policy.prefix_rft import PrefixRftTrainer, high_entropy_tokens
+    entropies = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.8, 0.2, 0.7, 0.6]])
+    prefix = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # 5 prefix tokens, pooled over the micro-batch
+    assert high_entropy_tokens(entropies, prefix, 0.4).tolist() == [[False, True, False, False],
+                                                                  [True, False, False, False]]
+    assert high_entropy_tokens(entropies, prefix, 1.0).tolist() == prefix.bool().tolist()
+    assert not high_entropy_tokens(entropies, prefix, 0.0).any()
+    fake = _bare(prefix_entropy_share=1.0, clip_on_policy=True)
+    fake.policy_loss = lambda batch, logps, old: MixedPolicyTrainer.policy_loss(fake, batch, logps, old)
+    logps = torch.log(torch.full((2, 4), 0.5))
+    batch = {"advantages": torch.tensor([1.0, -2.0]), "expert_mask": prefix,
+             "loss_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    loss, mask = PrefixRftTrainer.per_token_loss(fake, batch, logps, logps.detach(), entropies)
+    assert loss.tolist() == [[-1.0] * 4, [2.0] * 4] and torch.equal(mask, batch["loss_mask"])  # prefix trained
+    fake.args.prefix_entropy_share = 0.4
+    loss, mask = PrefixRftTrainer.per_token_loss(fake, batch, logps, logps.detach(), entropies)
+    assert loss.tolist() == [[0.0, -1.0, 0.0, -1.0], [2.0, 0.0, 2.0, 2.0]]
+    assert torch.equal(mask, batch["loss_mask"])  # the dropped prefix tokens still count in the token mean
+
+
+def test_rollouts_are_unclipped_where_the_authors_scripts_remove_the_clip():
+    logps, old = torch.log(torch.tensor([[0.9, 0.1]])), torch.log(torch.tensor([[0.5, 0.5]]))
+    batch = {"advantages": torch.tensor([1.0])}
+    clipped = MixedPolicyTrainer.policy_loss(_bare(clip_on_policy=True), batch, logps, old)
+    unclipped = MixedPolicyTrainer.policy_loss(_bare(clip_on_policy=False), batch, logps, old)
+    assert clipped[0].tolist() == pytest.approx([-1.28, -0.2])  # ratio 1.8 clipped to 1 + 0.28
+    assert unclipped[0].tolist() == pytest.approx([-1.8, -0.2])
+    from examples.mixed_policy.hpt import HptConfig
+    from examples.mixed_policy.relift import ReliftConfig
+    import dataclasses
+    for config in (HptConfig, ReliftConfig):
+        assert {f.name: f.default for f in dataclasses.fields(config)}["clip_on_policy"] is False
 
 
 # ---- the corrected aggregation and the FLOPs accounting ----------------------------------------
@@ -216,7 +264,7 @@ def test_plain_grpo_loss_equals_trls_own_dapo_loss(tiny):
     assert ours.item() != 0
 
 
-def test_prefix_rft_rows_start_with_the_expert_prefix_which_carries_no_loss(tiny):
+def test_prefix_rft_rows_start_with_the_expert_prefix_which_is_trained_on(tiny):
     trainer, rows = _trainer(tiny, "prefix_rft", prefixed_rollouts=2, prefix_ratio_min=0.5, prefix_ratio_max=0.5)
     batch = _generation_batch(trainer, rows)
     assert batch["row_kind"].tolist() == [ROLLOUT, ROLLOUT, PREFIXED, PREFIXED] * 4
@@ -228,8 +276,7 @@ def test_prefix_rft_rows_start_with_the_expert_prefix_which_carries_no_loss(tiny
         expert = trainer.expert_ids(rows[i // 4])[:-1]
         assert length == int(0.5 * len(expert)) > 0
         assert batch["completion_ids"][i, :length].tolist() == expert[:length]
-        assert batch["loss_mask"][i, :length].sum() == 0
-        assert batch["expert_mask"][i, :length].sum() == length
+        assert batch["loss_mask"][i, :length].sum() == batch["expert_mask"][i, :length].sum() == length
         assert batch["loss_mask"][i, length:].sum() == batch["completion_mask"][i, length:].sum() > 0
     # the prompt itself no longer holds the prefix: same prompt for every row of a group
     assert torch.equal(batch["prompt_ids"][2], batch["prompt_ids"][0])
@@ -248,8 +295,21 @@ def test_prefix_rft_rows_of_a_question_share_one_prefix_and_their_own_baseline(t
         assert batch["advantages"].view(4, 4)[group].tolist() == pytest.approx(expected.tolist())
 
 
-def test_relift_takes_an_sft_step_once_its_buffer_holds_a_batch(tiny):
-    trainer, rows = _trainer(tiny, "relift")
+def test_prefix_rft_schedule_shortens_the_prefixes_as_the_run_goes(tiny):
+    trainer, rows = _trainer(tiny, "prefix_rft", prefixed_rollouts=2, prefix_ratio_min=0.5, prefix_ratio_max=0.9,
+                             prefix_schedule="cosine", prefix_ratio_max_end=0.2)
+    experts = torch.tensor([len(trainer.expert_ids(rows[q])) - 1 for q in range(4)])
+    trainer.progress = lambda: 0.0
+    early = _generation_batch(trainer, rows)["prefix_length"].view(4, 4)[:, 2]
+    trainer.progress = lambda: 1.0
+    late = _generation_batch(trainer, rows)["prefix_length"].view(4, 4)[:, 2]
+    assert (early >= (0.5 * experts).long()).all() and (late <= (0.2 * experts).long()).all()
+    with pytest.raises(ValueError, match="prefix_schedule"):
+        _trainer(tiny, "prefix_rft", prefix_schedule="step")
+
+
+def test_relift_round_mode_turns_a_full_buffer_into_an_sft_round(tiny):
+    trainer, rows = _trainer(tiny, "relift", sft_mode="round")
     batch = _generation_batch(trainer, rows)  # an untrained model fails every question
     assert len(trainer.failed) == 4 and (batch["row_kind"] == ROLLOUT).all()
     trainer.failed.add_failed([dict(rows[q]) for q in range(4, 16) for _ in range(4)], [0.0] * 12, 4)
@@ -257,6 +317,48 @@ def test_relift_takes_an_sft_step_once_its_buffer_holds_a_batch(tiny):
     assert (batch["row_kind"] == EXPERT).all()
     assert (batch["expert_mask"] == batch["completion_mask"]).all()
     assert len(trainer.failed) == 0 and trainer.flops.tokens["sft"] == int(batch["completion_mask"].sum())
+
+
+def test_relift_adds_an_sft_step_with_its_own_optimizer_on_the_newest_failed_questions(tiny):
+    trainer, rows = _trainer(tiny, "relift", sft_questions=3, sft_lr=1e-2)
+    _generation_batch(trainer, rows)  # 4 failed questions buffered, the RL batch untouched
+    assert [r["prompt"] for r in trainer.failed.rows] == [rows[q]["prompt"] for q in range(4)]
+    logged = {key: list(values) for key, values in trainer._metrics["train"].items()}
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    newest = [dict(rows[q]) for q in (3, 2, 1)]
+    expected_grad = _nll_gradient(trainer, newest)
+    assert trainer.maybe_sft_step()
+    assert [r["prompt"] for r in trainer.failed.rows] == [rows[0]["prompt"]]  # the 3 newest left the buffer
+    # AdamW's first step moves each weight by lr * sign(grad) (then decay): the step followed the NLL gradient
+    moved = [(p.detach() - b) for p, b in zip(trainer.model.parameters(), before)]
+    for delta, grad, b in zip(moved, expected_grad, before):
+        sure = grad.abs() > 1e-4  # well above Adam's eps once the gradient norm is clipped to 1
+        expected = -1e-2 * torch.sign(grad[sure]) - 1e-2 * 0.01 * b[sure]
+        assert torch.allclose(delta[sure], expected, atol=2e-4)
+    assert trainer.sft_optimizer is not trainer.optimizer
+    assert trainer.flops.tokens["sft"] > 0  # counted as SFT tokens
+    # the step logged only itself; the rollout metrics of the round are as they were
+    assert {k: v for k, v in trainer._metrics["train"].items() if not k.startswith("relift/sft")} == logged
+    assert trainer._metrics["train"]["relift/sft_step"] == [1.0]
+    assert not trainer.maybe_sft_step() and len(trainer.failed) == 1  # 1 buffered < 3: no step
+    with pytest.raises(ValueError, match="sft_mode"):
+        _trainer(tiny, "relift", sft_mode="both")
+
+
+def _nll_gradient(trainer, rows):
+    """The gradient of the token-mean NLL (minus the entropy bonus) of these rows' expert solutions."""
+    batch = trainer.expert_batch(rows)
+    mask = batch["completion_mask"]
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], mask], dim=1)
+    trainer.model.zero_grad()
+    logps, entropies, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, input_ids, attention, batch["completion_ids"].size(1), compute_entropy=True)
+    loss = ((-logps - trainer.args.entropy_coef * entropies) * mask).sum() / mask.sum()
+    loss.backward()
+    grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in trainer.model.parameters()]
+    trainer.model.zero_grad()
+    return grads
 
 
 def test_entropy_bonus_subtracts_coef_times_the_step_mean_entropy_and_carries_a_gradient(tiny):
@@ -297,9 +399,9 @@ def test_luffy_baseline_can_count_the_expert_row_as_its_authors_script_does(tiny
 def test_cli_refuses_another_methods_flag():
     from examples.mixed_policy import train as train_module
     with pytest.raises(SystemExit):
-        train_module.parse_args(["--method", "luffy", "--model", "m", "--data", "d", "--out", "o", "--gate", "0.5"])
-    args = train_module.parse_args(["--method", "hpt", "--model", "m", "--data", "d", "--out", "o", "--gate", "0.5"])
-    assert args.method_options == {"gate": 0.5}
+        train_module.parse_args(["--method", "luffy", "--model", "m", "--data", "d", "--out", "o", "--gate", "2"])
+    args = train_module.parse_args(["--method", "hpt", "--model", "m", "--data", "d", "--out", "o", "--gate", "2"])
+    assert args.method_options == {"gate": 2}
     args = train_module.parse_args(["--method", "luffy", "--model", "m", "--data", "d", "--out", "o",
                                     "--entropy-coef", "0.001", "--baseline", "group"])
     assert args.method_options == {"entropy_coef": 0.001, "baseline": "group"}  # every method takes the bonus

@@ -47,6 +47,25 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
             assert len(curve) >= 2
             assert record["accuracy_at_equal_flops"] == next(a for f, a in curve if f >= equal)
 
+    # --keep: the rows of unchanged methods come from this comparison, the others run again
+    kept = ["sft_rl_fixed", "luffy", "srft"]
+    base_weights = (out / "base" / "model.safetensors").stat().st_mtime_ns
+    written = lambda config: {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"{config}-seed0/*/run.json")}  # noqa: E731
+    first_runs = {config: written(config) for config in configs}
+    _, again, again_records = run_smoke("examples.mixed_policy.compare", require_release(AFFECTED), out,
+                                        "--configs", *configs, "--keep", *kept)
+    assert set(again_records) == set(configs) and again["equal_flops"] == equal
+    assert all(again_records[c] == records[c] for c in kept)
+    assert (out / "base" / "model.safetensors").stat().st_mtime_ns == base_weights  # the base model was not remade
+    assert again["kept"]["configs"] == kept and again["kept"]["command"] == results["command"]
+    assert json.loads((out / "tuning.json").read_text())["luffy"] == tuning["luffy"]
+    assert "Rows kept from an earlier comparison" in (out / "results.md").read_text()
+    for config in configs:  # the kept rows' runs untouched, the others written again
+        assert (written(config) == first_runs[config]) == (config in kept) and first_runs[config]
+    with pytest.raises(AssertionError, match="settings differ.*grpo_prompts"):
+        run_smoke("examples.mixed_policy.compare", require_release(AFFECTED), out, "--configs", *configs,
+                  "--keep", "sft_rl_fixed", "--grpo-prompts", "4")
+
 
 def test_a_sweep_whose_pick_is_at_an_edge_goes_one_value_beyond_it():
     from types import SimpleNamespace

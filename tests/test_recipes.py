@@ -185,18 +185,22 @@ def test_bad_recipe_input_is_refused_with_a_clear_message():
 def test_mixed_policy_recipe_builds_the_methods_config(tmp_path, monkeypatch, method):
     pytest.importorskip("trl")
     from examples.mixed_policy import methods, train
-    from examples.recipes.mixed_policy import OPTIONS
+    from examples.recipes.mixed_policy import LEARNING_RATES, OPTIONS, UNDER_DEEPSPEED
     from examples.sftrl_tiny import grpo
     argv = argv_of(dry_run("mixed_policy", method, "--out", str(tmp_path)))
     assert argv[:2] == ["accelerate", "launch"] and "sftrl_patches.launch" in argv
     args = train.parse_args(argv[argv.index("examples.mixed_policy.train") + 1:])
-    assert args.method == method and args.method_options == OPTIONS[method]
+    options = {**OPTIONS[method], **UNDER_DEEPSPEED.get(method, {})}
+    assert args.method == method and args.method_options == options
+    assert UNDER_DEEPSPEED == {"relift": {"sft_mode": "round"}} and OPTIONS["relift"]["sft_mode"] == "add"
     args.bf16, args.use_vllm = False, False  # CPU: no bf16, no vLLM here; the rest is as printed
     monkeypatch.setenv("WORLD_SIZE", "8")
     _, config_class = methods.load(method)
     config = grpo.grpo_config(args, config_class, **args.method_options)
     assert isinstance(config, config_class)
-    assert config.per_device_train_batch_size * 8 * config.steps_per_generation == 128 * 8
-    assert config.max_steps == 1000 and config.learning_rate == 1e-6 and config.num_generations == 8
-    for name, value in OPTIONS[method].items():
+    rows = 9 if method == "hpt" else 8  # HPT's authors sample 8 rollouts beside the expert slot
+    assert config.per_device_train_batch_size * 8 * config.steps_per_generation == 128 * rows
+    assert config.max_steps == 1000 and config.num_generations == rows
+    assert config.learning_rate == LEARNING_RATES.get(method, 1e-6) and LEARNING_RATES.get("hpt") == 5e-6
+    for name, value in options.items():
         assert getattr(config, name) == value

@@ -15,6 +15,8 @@ Table 1 in miniature, under one protocol for every row:
   accuracy. The other seeds run at the pick.
 - Settings: each method's options are its authors' (examples.recipes.mixed_policy.OPTIONS, the
   paper-scale recipe's: the entropy bonus, LUFFY's baseline over the whole group, ...).
+- Reuse: --keep CONFIG... takes those rows from the comparison already in --out (its data, base model
+  and F too, all settings equal) and runs the others anew; results.md names the kept rows.
 - Budgets: F is the corrected SFT-then-RL's training FLOPs (seed 0, at its pick). Every mixed
   method runs to --budget-ratio x F (1.8: LUFFY's compute over the truncated SFT-then-RL's in the
   paper), checkpointed on the way; the table reads each at F (equal FLOPs) and at the end, and the
@@ -50,9 +52,16 @@ SMOKE = dict(validation=16, grpo_steps=4, rl_lrs="5e-5,1e-4", method_lrs="5e-4,1
              rl_checkpoints=2)
 
 
+def add_keep(parser):
+    parser.add_argument("--keep", nargs="+", default=[], choices=list(BASELINES) + MIXED, metavar="CONFIG",
+                        help="rows to take from the comparison already in --out (its results.json) instead of running "
+                             "them again, with its data, base model, base accuracy and F; the other rows run anew "
+                             "(after a change to some methods only)")
+
+
 def parse_args(argv=None):
     parser, args = demo.parse_comparison_args(argv, __doc__, "results/mixed_policy", list(BASELINES) + MIXED,
-                                              {**demo.DEFAULTS, **DEFAULTS}, demo.SMOKE | SMOKE)
+                                              {**demo.DEFAULTS, **DEFAULTS}, demo.SMOKE | SMOKE, add_keep)
     try:
         args.rl_lrs, args.method_lrs = learning_rates(args.rl_lrs), learning_rates(args.method_lrs)
     except ValueError as exc:
@@ -66,7 +75,36 @@ def parse_args(argv=None):
         parser.error("--extensions must be >= 0")
     if args.validation < 1:
         parser.error("--validation must be >= 1: the learning rates are picked on it")
+    if set(args.keep) - set(args.configs):
+        parser.error("--keep names rows that are not in --configs")
+    try:
+        args.previous = kept_comparison(args) if args.keep else None
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+FREE_SETTINGS = ("configs", "keep", "parallel", "out", "previous")  # what a --keep run may change
+
+
+def kept_comparison(args):
+    """The earlier comparison in --out whose --keep rows are reused: it must hold them, and share the settings
+    that make its rows comparable with new ones."""
+    path = os.path.join(args.out, "results.json")
+    if not os.path.exists(path) or not os.path.isdir(os.path.join(args.out, "base")):
+        raise ValueError(f"--keep needs an earlier comparison in {args.out} (results.json and base/)")
+    previous = read_json(path)
+    missing = [c for c in args.keep if c not in {r["config"] for r in previous["records"]}]
+    if missing:
+        raise ValueError(f"--keep: {', '.join(missing)} not in {path}")
+    if set(args.configs) & set(MIXED) and "sft_rl_fixed" in args.configs and "sft_rl_fixed" not in args.keep \
+            and set(args.keep) & set(MIXED):
+        raise ValueError("--keep: kept mixed-policy rows ran to the earlier F; keep sft_rl_fixed too")
+    changed = [name for name, value in vars(args).items()
+               if name not in FREE_SETTINGS and previous["settings"].get(name) != value]
+    if changed:
+        raise ValueError(f"--keep: these settings differ from the earlier comparison: {', '.join(changed)}")
+    return previous
 
 
 def learning_rates(text):
@@ -195,6 +233,11 @@ class Study:
         late = [equal * ratio for ratio in frange(1.4, self.args.budget_ratio, 0.4)]
         return [equal * ratio for ratio in EQUAL_MARKS] + [mark for mark in late if mark < budget_flops]
 
+    def scaled_options(self, method):
+        """The authors' options that count questions, scaled to the tiny rounds: ReLIFT's SFT step takes
+        one round's questions (128 of 128 at paper scale)."""
+        return {"sft_questions": self.args.grpo_prompts} if method == "relift" else {}
+
     def mixed(self, method, seed, lr, validate):
         """One method from the base model at `lr` to the budget, checkpointed at the marks."""
         out = os.path.join(self.folder(method, seed), f"lr{lr:g}")
@@ -204,8 +247,9 @@ class Study:
         demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", method, "--model", self.base,
                   "--data", os.path.join(self.args.out, "data"), "--out", out, "--flops-budget", repr(budget),
                   "--checkpoint-flops", *[repr(mark) for mark in self.marks(budget)]]
-                 + mixed_policy_recipe.option_flags(method)
-                 + demo.rl_round_flags(self.args, self.args.method_steps, lr, seed), out + ".log", env)
+                 + mixed_policy_recipe.option_flags(method, **self.scaled_options(method))
+                 + demo.rl_round_flags(self.args, self.args.method_steps, lr, seed,
+                                       mixed_policy_recipe.group_size(method)), out + ".log", env)
         facts = read_json(os.path.join(out, "run.json"))
         run = {"out": out, "seconds": time.time() - started, "flops": facts["flops"], "steps": facts["steps"]}
         if validate:
@@ -273,27 +317,33 @@ def main(argv=None):
     from . import report
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    baselines = [c for c in args.configs if c in BASELINES]
-    mixed = [c for c in args.configs if c in MIXED]
+    previous, kept = vars(args).pop("previous"), set(args.keep)
+    baselines = [c for c in args.configs if c in BASELINES and c not in kept]
+    mixed = [c for c in args.configs if c in MIXED and c not in kept]
     first, others = args.seeds[0], args.seeds[1:]
     tuning_runs = len(baselines) * len(args.rl_lrs) + len(mixed) * len(args.method_lrs)  # before any extension
-    progress = demo.Progress(tuning_runs + len(args.configs) * len(args.seeds))
+    progress = demo.Progress(tuning_runs + (len(baselines) + len(mixed)) * len(args.seeds))
     started = time.time()
-    demo.prepare(args, progress)
+    if previous is None:
+        demo.prepare(args, progress)
     study = Study(args, progress)
 
     # 1. The base model's accuracy and every SFT run (each seed has its own).
+    base_jobs = [] if previous else [(study.base_accuracy,)]
     base_and_sft = study.parallel(lambda job, *rest: job(*rest),
-                                  [(study.base_accuracy,)] + [(study.sft, c, s) for s in args.seeds for c in baselines])
-    base_accuracy, sft = base_and_sft[0], dict(zip([(c, s) for s in args.seeds for c in baselines], base_and_sft[1:]))
+                                  base_jobs + [(study.sft, c, s) for s in args.seeds for c in baselines])
+    base_accuracy = previous["base_accuracy"] if previous else base_and_sft[0]
+    sft = dict(zip([(c, s) for s in args.seeds for c in baselines], base_and_sft[len(base_jobs):]))
 
     # 2. The RL stage's learning rate, per SFT-then-RL row, on seed 0 and the validation split.
     sweeps = tune(study, baselines, args.rl_lrs, study.rl, first, args.extensions)
     picked = {c: pick(sweeps[c]) for c in baselines}
 
     # 3. Each mixed method's learning rate at the budget (1.8 F), seed 0, validation split.
-    study.budget_flops_equal = sweeps["sft_rl_fixed"][picked["sft_rl_fixed"]]["flops"]["flops"] \
-        if "sft_rl_fixed" in sweeps else None
+    if "sft_rl_fixed" in sweeps:
+        study.budget_flops_equal = sweeps["sft_rl_fixed"][picked["sft_rl_fixed"]]["flops"]["flops"]
+    elif previous:
+        study.budget_flops_equal = previous["equal_flops"]
     sweeps.update(tune(study, mixed, args.method_lrs, study.mixed, first, args.extensions))
     picked.update({m: pick(sweeps[m]) for m in mixed})
 
@@ -312,14 +362,25 @@ def main(argv=None):
         progress.say(f"{config} seed {seed}: test accuracy {record['accuracy']:.3f} at {record['flops']:.3g} FLOPs",
                      finished=True)
         return record
-    records = study.parallel(reported, [(c, s) for s in [first] + others for c in args.configs])
+    records = study.parallel(reported, [(c, s) for s in [first] + others for c in baselines + mixed])
 
-    tuning = {c: {f"{lr:g}": run["validation"] for lr, run in sorted(sweeps[c].items())} for c in args.configs}
+    tuning = {c: {f"{lr:g}": run["validation"] for lr, run in sorted(sweeps[c].items())} for c in sweeps}
+    meta = {"parameters": study.parameters, "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": base_accuracy,
+            "picked": picked, "equal_flops": study.budget_flops_equal}
+    if previous:
+        records += [r for r in previous["records"] if r["config"] in kept and r["seed"] in args.seeds]
+        tuning.update({c: previous["tuning"][c] for c in kept})
+        picked.update({c: previous["picked"][c] for c in kept})
+        meta["kept"] = {"configs": sorted(kept, key=args.configs.index), "command": previous["command"],
+                        "wall_s": previous["wall_s"]}
+    order = {c: i for i, c in enumerate(args.configs)}
+    records.sort(key=lambda r: (r["seed"], order[r["config"]]))
+    tuning = {c: tuning[c] for c in args.configs}
     with open(os.path.join(args.out, "tuning.json"), "w", encoding="utf-8") as handle:
         json.dump(tuning, handle, indent=1)
-    meta = {"parameters": study.parameters, "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": base_accuracy,
-            "picked": picked, "tuning": tuning, "equal_flops": study.budget_flops_equal}
+    meta["tuning"] = tuning
     return demo.finish_comparison(args, argv, "examples.mixed_policy.compare", started, records, meta, report.write)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,10 +1,11 @@
 """HPT (Hybrid Post-Training): Lv et al., "Towards a Unified View of Large Language Model
 Post-Training", arXiv 2509.04419 (github.com/TsinghuaC3I/Unify-Post-Training).
 
-Per question: when the pass rate of its rollouts is at or below the gate, the group trains on the
-expert trace with the SFT loss (its rollouts carry no loss); otherwise it takes a GRPO step on
-its rollouts (the expert trace carries no loss). Each group has num_generations - 1 rollouts and
-one expert slot, so the switch can happen inside one generation batch.
+Per question: when at most `gate` of its rollouts pass, the group trains on the expert trace with
+the SFT loss (its rollouts carry no loss); otherwise it takes a policy-gradient step on its
+rollouts (the expert trace carries no loss), unclipped as the authors' scripts run it. Each group
+has num_generations - 1 rollouts and one expert slot, so the switch can happen inside one
+generation batch; the authors' 8 rollouts per question are num_generations 9 here.
 """
 from dataclasses import dataclass, field
 
@@ -17,12 +18,19 @@ from .trainer import EXPERT, ROLLOUT, MixedPolicyTrainer
 
 @dataclass
 class HptConfig(GRPOConfig):
-    gate: float = field(default=0.0, metadata={"help": "SFT on a question when its pass rate <= gate"})
+    gate: int = field(default=0, metadata={
+        "help": "SFT on a question when at most this many of its rollouts pass (the authors' Qwen script: 0)"})
+    clip_on_policy: bool = field(default=False, metadata={"help": "clip the rollouts' ratio (HPT's scripts: off)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gate < 0:
+            raise ValueError(f"gate counts passing rollouts: it must be >= 0, not {self.gate}")
 
 
 def sft_groups(rewards, kinds, group_size, gate):
-    """(groups,) bool: the questions whose rollouts' pass rate is at or below the gate."""
-    return losses.pass_rates(rewards, kinds == ROLLOUT, group_size) <= gate
+    """(groups,) bool: the questions with at most `gate` passing rollouts."""
+    return losses.pass_counts(rewards, kinds == ROLLOUT, group_size) <= gate
 
 
 class HptTrainer(MixedPolicyTrainer):

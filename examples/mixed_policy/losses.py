@@ -21,6 +21,12 @@ def clipped_policy_loss(logps, old_logps, advantages, epsilon_low, epsilon_high)
     return -torch.min(ratio * advantages, clipped * advantages)
 
 
+def unclipped_policy_loss(logps, old_logps, advantages):
+    """-A * ratio per token, no clip (LUFFY's, HPT's and ReLIFT's loss_remove_clip)."""
+    advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    return -advantages * torch.exp(logps - old_logps)
+
+
 def shaping_weight(logps, gamma):
     """LUFFY's regularised importance weight f(pi) = pi / (pi + gamma) of the token probability."""
     probs = torch.exp(logps)
@@ -52,10 +58,16 @@ def group_advantages(rewards, group_size, counted=None):
     return (grouped - baseline).view(-1)
 
 
+def pass_counts(rewards, rollout, group_size, threshold=0.5):
+    """Per group: how many rollouts (rows where `rollout` is true) have a reward above threshold."""
+    passed = (rewards > threshold).view(-1, group_size) & rollout.view(-1, group_size)
+    return passed.sum(1)
+
+
 def pass_rates(rewards, rollout, group_size, threshold=0.5):
     """Per group: the share of rollouts (rows where `rollout` is true) with reward above threshold."""
-    passed = (rewards > threshold).view(-1, group_size) & rollout.view(-1, group_size)
-    return passed.sum(1).float() / rollout.view(-1, group_size).sum(1).clamp(min=1).float()
+    counts = pass_counts(rewards, rollout, group_size, threshold)
+    return counts.float() / rollout.view(-1, group_size).sum(1).clamp(min=1).float()
 
 
 def entropy_weights(policy_entropy, sft_scale=0.5, rl_scale=0.1):
@@ -63,13 +75,6 @@ def entropy_weights(policy_entropy, sft_scale=0.5, rl_scale=0.1):
     w_sft = sft_scale * exp(-H) on demonstrations, w_rl = rl_scale * exp(H) on positive rollouts."""
     entropy = policy_entropy.detach()
     return sft_scale * torch.exp(-entropy), rl_scale * torch.exp(entropy)
-
-
-def prefix_token_mask(completion_mask, prefix_lengths):
-    """completion_mask with the first prefix_lengths[i] tokens of row i removed: the expert prefix
-    the policy was asked to continue carries no loss."""
-    positions = torch.arange(completion_mask.size(1), device=completion_mask.device).unsqueeze(0)
-    return completion_mask * (positions >= prefix_lengths.unsqueeze(1)).to(completion_mask.dtype)
 
 
 def masked_mean(values, mask):

@@ -21,7 +21,7 @@ from .trainer import EXPERT, ROLLOUT, MixedPolicyTrainer
 class LuffyConfig(GRPOConfig):
     shaping_gamma: float = field(default=0.1, metadata={"help": "gamma of f(pi) = pi / (pi + gamma)"})
     off_policy_traces: int = field(default=1, metadata={"help": "expert traces per group"})
-    clip_on_policy: bool = field(default=False, metadata={"help": "clip the rollouts' ratio (LUFFY: off)"})
+    clip_on_policy: bool = field(default=False, metadata={"help": "clip the rollouts' ratio (LUFFY's script: off)"})
     baseline: str = field(default="rollouts", metadata={
         "help": "the rows the group mean is over: rollouts, or group (every row; LUFFY's published script)"})
 
@@ -41,11 +41,7 @@ class LuffyTrainer(MixedPolicyTrainer):
         batch["advantages"] = losses.group_advantages(rewards, self.num_generations, counted=counted)[rows]
 
     def per_token_loss(self, batch, logps, old_logps, entropies):
-        advantages = batch["advantages"]
-        if self.args.clip_on_policy:
-            on_policy = losses.clipped_policy_loss(logps, old_logps, advantages, self.epsilon_low, self.epsilon_high)
-        else:
-            on_policy = -advantages.unsqueeze(1) * torch.exp(logps - old_logps)
-        off_policy = losses.shaped_off_policy_loss(logps, advantages, self.args.shaping_gamma)
+        on_policy = self.policy_loss(batch, logps, old_logps)
+        off_policy = losses.shaped_off_policy_loss(logps, batch["advantages"], self.args.shaping_gamma)
         expert = batch["expert_mask"].bool()
         return torch.where(expert, off_policy, on_policy), batch["loss_mask"]

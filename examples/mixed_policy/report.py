@@ -70,11 +70,23 @@ def plot(out, records, meta):
     plt.close(figure)
 
 
+def kept_note(meta):
+    """A sentence naming the rows taken from an earlier comparison (--keep), when there are any."""
+    kept = meta.get("kept")
+    if not kept:
+        return []
+    names = ", ".join(LABELS.get(c, c) for c in kept["configs"])
+    return [f"Rows kept from an earlier comparison in the same folder, same settings and base model: {names} "
+            f"(`{kept['command']}`, wall time {kept['wall_s'] / 60:.1f} min); the wall time above is this run's "
+            f"alone.", ""]
+
+
 def write(out, records, meta):
     s = meta["settings"]
     lrs = lambda values: ", ".join(f"{v:g}" for v in values)  # noqa: E731
     text = ["# Tiny task: corrected SFT-then-RL against mixed-policy methods", "",
             f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
+            *kept_note(meta),
             table(records, meta), "",
             f"F = {meta['equal_flops']:.3g} FLOPs, the corrected SFT→RL's (seed {s['seeds'][0]}, picked lr). "
             f"Every row starts from one base model ({meta['parameters']} parameters; pretrained with "
@@ -86,7 +98,8 @@ def write(out, records, meta):
             f"{s['extensions']} times (tuning.json has every value tried; \"edge\": still at an end after that). SFT→RL: 1 SFT epoch over {s['train']} expert solutions "
             f"({meta['sft_tokens_per_epoch']} tokens; DeepSpeed ZeRO-2 offload, GA 8, lr {s['sft_lr']}), then GRPO "
             f"{s['grpo_steps']} steps. Mixed-policy methods: from the base model to {s['budget_ratio']:g} F, "
-            f"{s['grpo_prompts']} prompts × 8 rows per round, 2 optimizer steps per round; \"at F\" is the first "
+            f"{s['grpo_prompts']} prompts × 8 rows per round (HPT 9: 8 rollouts beside its expert row, as its authors), "
+            f"2 optimizer steps per round; \"at F\" is the first "
             f"checkpoint at or past F.", "",
             "![accuracy against FLOPs](accuracy_vs_flops.png)", ""]
     save(out, records, meta, text)

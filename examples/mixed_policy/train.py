@@ -83,6 +83,8 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
     trainer = trainer_class(model=args.model, reward_funcs=accuracy_reward, args=config,
                             train_dataset=dataset, processing_class=tokenizer, callbacks=[logger])
+    if args.flops_budget:
+        trainer.progress = lambda: min(1.0, trainer.flops.total / args.flops_budget)
     if args.checkpoint_flops or args.flops_budget:
         from examples.sftrl_tiny.checkpoints import marks_callback
         trainer.add_callback(marks_callback(trainer, args.out, args.checkpoint_flops,

@@ -36,6 +36,11 @@ class MixedPolicyTrainer(GRPOTrainer):
         self.flops = FlopsCounter(parameter_count(self.model))
         self._batch_inputs, self._row_kinds, self._prefix_lengths, self._rewards = None, None, None, None
 
+    def progress(self):
+        """How far the run is, 0 to 1, for schedules: steps over max_steps (train.py swaps in FLOPs over
+        the budget when the run has one, since its max_steps is then only a ceiling)."""
+        return min(1.0, self.state.global_step / max(1, self.state.max_steps))
+
     # ---- hooks for the methods -------------------------------------------------------------
     def choose_inputs(self, inputs):
         """The rows of the next generation batch (ReLIFT swaps in its buffer here)."""
@@ -59,8 +64,16 @@ class MixedPolicyTrainer(GRPOTrainer):
     def per_token_loss(self, batch, logps, old_logps, entropies):
         """(per-token loss, loss mask), both (B, T): NLL on expert tokens, the clipped GRPO surrogate
         on the policy's own (plain GRPO when a batch has no expert tokens)."""
-        policy = losses.clipped_policy_loss(logps, old_logps, batch["advantages"], self.epsilon_low, self.epsilon_high)
+        policy = self.policy_loss(batch, logps, old_logps)
         return torch.where(batch["expert_mask"].bool(), losses.sft_loss(logps), policy), batch["loss_mask"]
+
+    def policy_loss(self, batch, logps, old_logps):
+        """The rollouts' per-token policy-gradient loss: clipped, unless the method's config has
+        clip_on_policy off (the LUFFY, HPT and ReLIFT scripts set loss_remove_clip)."""
+        if getattr(self.args, "clip_on_policy", True):
+            return losses.clipped_policy_loss(logps, old_logps, batch["advantages"], self.epsilon_low,
+                                              self.epsilon_high)
+        return losses.unclipped_policy_loss(logps, old_logps, batch["advantages"])
 
     # ---- expert solutions ------------------------------------------------------------------
     def expert_text(self, row):

@@ -22,10 +22,28 @@ OPTIONS = {
     "luffy": {"shaping_gamma": 0.1, "off_policy_traces": 1, "clip_on_policy": False, "baseline": "group",
               "entropy_coef": 0.001},
     "srft": {"sft_weight_scale": 0.5, "rl_weight_scale": 0.1, "demonstrations": 1, "entropy_coef": 0.001},
-    "relift": {"buffer_capacity": 1024, "entropy_coef": 0.001},
-    "hpt": {"gate": 0.0, "entropy_coef": 0.001},
-    "prefix_rft": {"prefixed_rollouts": 2, "prefix_ratio_min": 0.1, "prefix_ratio_max": 0.9, "entropy_coef": 0.001},
+    "relift": {"buffer_capacity": 0, "sft_mode": "add", "sft_questions": 128, "clip_on_policy": False,
+               "entropy_coef": 0.001},
+    "hpt": {"gate": 0, "clip_on_policy": False, "entropy_coef": 0.001},
+    # Prefix-RFT publishes no run configuration: the schedule (95% -> 5%, cosine) and the top-20% entropy
+    # share of the prefix tokens are the paper's as summaries report them, unverified here.
+    "prefix_rft": {"prefixed_rollouts": 2, "prefix_ratio_min": 0.05, "prefix_ratio_max": 0.95,
+                   "prefix_schedule": "cosine", "prefix_ratio_max_end": 0.05, "prefix_entropy_share": 0.2,
+                   "entropy_coef": 0.001},
 }
+# Where a run under DeepSpeed ZeRO cannot take the authors' option: ReLIFT's extra SFT step needs an
+# optimizer of its own, and ZeRO's owns the master weights.
+UNDER_DEEPSPEED = {"relift": {"sft_mode": "round"}}
+# Rows a method's group adds to the paper's 8 rollouts: HPT's expert trace sits beside 8 rollouts in
+# its authors' code (LUFFY's takes one of the 8).
+EXTRA_ROWS = {"hpt": 1}
+# Learning rates the authors' scripts set where they differ from the paper's RL (1e-6).
+LEARNING_RATES = {"hpt": 5e-6}
+
+
+def group_size(method, rollouts=8):
+    """num_generations for a method whose authors sample `rollouts` per question."""
+    return rollouts + EXTRA_ROWS.get(method, 0)
 
 
 def parse_args(argv=None):
@@ -36,23 +54,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def option_flags(method):
-    """OPTIONS[method] as examples.mixed_policy.train flags (the tiny comparison passes them too)."""
+def option_flags(method, **overrides):
+    """OPTIONS[method], updated by `overrides`, as examples.mixed_policy.train flags (the tiny
+    comparison passes them too)."""
     flags = []
-    for name, value in OPTIONS[method].items():
+    for name, value in {**OPTIONS[method], **overrides}.items():
         flags += ["--" + name.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
     return flags
 
 
 def command(args):
     paper = common.PAPER_RL
-    flags = option_flags(args.method)
+    flags = option_flags(args.method, **UNDER_DEEPSPEED.get(args.method, {}))
     return trl.launch(trl.write_configs(args, offload=False)) + [
         "examples.mixed_policy.train", "--method", args.method, "--model", common.model_name(args.model),
         "--data", args.data, "--out", os.path.join(args.out, args.method),
         "--steps", str(paper["steps"] * paper["prompts"] // paper["mini_batch"]),
-        "--prompts-per-step", str(paper["prompts"]), "--num-generations", str(paper["rollouts"]),
-        "--mini-batches", str(paper["prompts"] // paper["mini_batch"]), "--lr", str(paper["lr"]),
+        "--prompts-per-step", str(paper["prompts"]),
+        "--num-generations", str(group_size(args.method, paper["rollouts"])),
+        "--mini-batches", str(paper["prompts"] // paper["mini_batch"]),
+        "--lr", str(LEARNING_RATES.get(args.method, paper["lr"])),
         "--temperature", str(paper["temperature"]), "--max-completion-length", str(paper["max_response"]),
         "--epsilon", str(paper["clip_low"]), "--epsilon-high", str(paper["clip_high"]), "--use-vllm", "--bf16",
         "--seed", str(args.seed), *flags]

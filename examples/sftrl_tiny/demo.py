@@ -134,9 +134,10 @@ def sft_and_evaluate(args, config, seed, command, train_env, eval_env, load_run,
     return record
 
 
-def rl_round_flags(args, steps, lr, seed):
-    """The RL flags every run shares: P prompts x 8 rollouts per round, 2 mini-batches, the demo's lengths."""
-    return ["--steps", str(steps), "--prompts-per-step", str(args.grpo_prompts), "--num-generations", "8",
+def rl_round_flags(args, steps, lr, seed, generations=8):
+    """The RL flags every run shares: P prompts x 8 rollouts per round (or `generations` rows per
+    prompt), 2 mini-batches, the demo's lengths."""
+    return ["--steps", str(steps), "--prompts-per-step", str(args.grpo_prompts), "--num-generations", str(generations),
             "--mini-batches", "2", "--lr", str(lr), "--max-completion-length", str(args.max_new_tokens),
             "--seed", str(seed)]
 
