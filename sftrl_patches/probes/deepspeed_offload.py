@@ -87,6 +87,10 @@ def _ds_config(case):
         config["zero_force_ds_cpu_optimizer"] = True
     if case.get("master_weights") == "bf16":  # the low-precision master-weights branch (needs CPU Adam offload)
         config["bf16"]["bf16_master_weights_and_grads"] = True
+    if case.get("dtype") == "fp16":  # a static loss scale of 1: no skipped steps, gradients as in fp32
+        config["fp16"] = {"enabled": True, "loss_scale": 1.0}
+        if case.get("master_weights") == "fp16":  # the same branch up to 0.18.2, fp16 only (needs CPU Adam offload)
+            config["fp16"]["fp16_master_weights_and_grads"] = True
     return config
 
 
@@ -95,6 +99,17 @@ def _full_param(safe_get_full_fp32_param, param):
     on 0.18.3 returns None)."""
     full = safe_get_full_fp32_param(param)
     return (param if full is None else full).detach().float().cpu()
+
+
+def allow_fp16_on_cpu():
+    """DeepSpeed's CPU accelerator refuses fp16 unless oneDNN has fp16 kernels for this CPU; torch computes
+    fp16 on any CPU (slowly), so a probe case that asks for fp16 lifts that gate, nothing else."""
+    from deepspeed.accelerator import get_accelerator
+    accelerator = get_accelerator()
+    if accelerator.device_name() == "cpu" and not accelerator.is_fp16_supported():
+        accelerator.is_fp16_supported = lambda: True
+        accelerator.supported_dtypes = lambda: [__import__("torch").float, __import__("torch").bfloat16,
+                                                __import__("torch").float16]
 
 
 def fit_weights(basis, applied):
@@ -111,6 +126,8 @@ def run_case(case):
     from deepspeed.utils import safe_get_full_fp32_param
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if case.get("dtype") == "fp16":
+        allow_fp16_on_cpu()
     n_micro = case["ga"]
     mode = case.get("mode", "ga")
     micro_batch = case.get("micro_batch", 2)
@@ -178,6 +195,9 @@ def _run_adam_case(case, torch, deepspeed, model, rank, world):
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config(case))
     dtype = next(engine.module.parameters()).dtype
     n_micro, micro_batch = case["ga"], case.get("micro_batch", 2)
+    # which master-weights branch the optimizer took (the attribute's name changed in 0.18.3)
+    low_precision = any(getattr(engine.optimizer, name, False) for name in
+                        ("fp16_master_weights_and_gradients", "low_precision_master_weights_and_grads"))
     steps = []
     for step in range(case.get("steps", DEFAULT_STEPS)):
         reference_optimizer.zero_grad()
@@ -197,7 +217,8 @@ def _run_adam_case(case, torch, deepspeed, model, rank, world):
         norm = engine.get_global_grad_norm()
         steps.append({"weights": [], "grad_norm": None if norm is None else float(norm),
                       "reference_grad_norm": expected_grad_norm,
-                      "max_param_diff": float((after - expected).abs().max()), "residual": 0.0})
+                      "max_param_diff": float((after - expected).abs().max()), "residual": 0.0,
+                      "low_precision_master_weights": low_precision})
     if hasattr(engine, "destroy"):
         engine.destroy()
     return steps
