@@ -186,6 +186,22 @@ def test_bf16_optimizer_last_micro_batch_is_averaged_over_ranks_only_when_patche
             assert step["residual"] < 0.01 and step["max_param_diff"] < 2e-3, step
 
 
+def test_bf16_zero1_fp32_accumulation_gets_the_fp16_optimizer_and_a_65536th_of_each_update_on_0_18_4():
+    """PR #7788 (fixed in 0.18.5): on 0.18.3-0.18.4 the configuration that asks for BF16_Optimizer gets
+    FP16_UnfusedOptimizer, which divides unscaled gradients by its 2**16 loss scale. No patch; the probe sees it
+    and reports the optimizer. Without fp32 accumulation the same release is right."""
+    env = require_release("0.18.4")  # the newest release Llama-Factory 0.9.5 allows
+    cases = CASES_7985 + [{"label": "Z1 bf16 GA4", "stage": 1, "ga": 4, "offload": False, "dtype": "bf16", "steps": 3}]
+    results = _by_label(run_child(cases, patched=True, env=env))
+    for case in CASES_7985:  # GA 1 and 4
+        for step in results[case["label"]]["steps"]:
+            assert step["optimizer"] == "FP16_UnfusedOptimizer"
+            assert step["weights"] == pytest.approx([1 / 65536] * case["ga"], rel=0.02), step
+    for step in results["Z1 bf16 GA4"]["steps"]:
+        assert step["optimizer"] == "DeepSpeedZeroOptimizer"
+        assert step["weights"] == pytest.approx([1.0] * 4, abs=0.01), step
+
+
 @pytest.mark.parametrize("version, names", [
     (AFFECTED, ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-bf16-last-micro-batch-7985")),
     (WINDOW_7718, ("deepspeed-zero2-ga-7718",)),

@@ -48,7 +48,7 @@ def test_affected_and_not_patched_says_why_and_what_it_costs(tmp_path):
 def test_not_affected_on_the_fixed_release(tmp_path):
     lines = probe(require_release(FIXED), tmp_path)
     assert len(lines) == 1 and lines[0].startswith(f"sftrl_patches: this run (deepspeed {FIXED}: ZeRO-2")
-    assert "is not affected by the 6 known deepspeed bugs" in lines[0]
+    assert "is not affected by the 7 known deepspeed bugs" in lines[0]
 
 
 def test_rank_0_only_in_the_log_every_rank_in_the_report_file_and_off_means_silent(tmp_path):

@@ -1,4 +1,4 @@
-"""DeepSpeed 0.18.3-0.18.9: BF16_Optimizer's last micro-batch is added after the all-reduce.
+"""DeepSpeed 0.18.5-0.18.9: BF16_Optimizer's last micro-batch is added after the all-reduce.
 
 BF16_Optimizer (bf16 with ZeRO stage 1 and an fp32 `grad_accum_dtype`, or bf16 with pipeline
 parallelism) keeps each step's gradient in an fp32 buffer: every backward, its
@@ -6,7 +6,9 @@ parallelism) keeps each step's gradient in an fp32 buffer: every backward, its
 the engine's `_backward_epilogue` all-reduces first and calls the optimizer's epilogue after, so at
 the boundary the buffer is averaged over ranks before the last micro-batch is added: each rank
 then steps with its own, un-averaged last micro-batch. One rank is unaffected. Fixed upstream in
-0.19.0 (PR #7985), which runs the BF16 epilogue before the all-reduce.
+0.19.0 (PR #7985), which runs the BF16 epilogue before the all-reduce. 0.18.3 and 0.18.4 have the
+same source but never build BF16_Optimizer (see deepspeed_bf16_selection), so only 0.18.5-0.18.9
+are affected.
 
 The wrapper does the same around the original: it runs the optimizer's epilogue first, then the
 original body with that one call made a no-op for its duration (it would add the micro-batch a
@@ -52,7 +54,8 @@ BF16_EPILOGUE = Patch(
     title="BF16_Optimizer (bf16, ZeRO-1, fp32 grad_accum_dtype): the last micro-batch of a step is added after "
           "the all-reduce, never averaged over ranks",
     distribution="deepspeed",
-    affected=VersionRange("0.18.3", FIXED_IN),
+    # The source has the bug from 0.18.3, but 0.18.3-0.18.4 never build BF16_Optimizer (PR #7788).
+    affected=VersionRange("0.18.5", FIXED_IN),
     fixed_in=FIXED_IN,
     targets=(
         Target(MODULE, "DeepSpeedEngine", "_backward_epilogue", wrap_backward_epilogue,
@@ -75,9 +78,10 @@ BF16_EPILOGUE = Patch(
             "each rank updates its part of the parameters with its own, un-averaged last micro-batch (GA 4: "
             "micro-batch weights 0.25-1.80 where 1 is right, 17-33% of the update unexplained; GA 1: the whole "
             "gradient, 51-55% unexplained); patched, every weight 1 within bf16's 0.005, the same numbers as upstream "
-            "0.19.0. One rank is unaffected. Not measurable here: 0.18.3-0.18.4 (this CPU probe's BF16_Optimizer "
-            "makes no update at all, patched or not) and 0.18.7-0.18.9 (two CPU ranks crash, #7828); same source "
-            "shape as 0.18.5-0.18.6"),
+            "0.19.0. One rank is unaffected. 0.18.3-0.18.4 never build BF16_Optimizer for this configuration "
+            "(deepspeed-bf16-unfused-65536-7788: FP16_UnfusedOptimizer, every update / 65536), so this bug "
+            "cannot occur there; 0.18.7-0.18.9 not measured (two CPU ranks crash, #7828), same source shape as "
+            "0.18.5-0.18.6"),
     links=("https://github.com/deepspeedai/DeepSpeed/pull/7985", "https://github.com/deepspeedai/DeepSpeed/pull/7665"),
     remediation="upgrade to deepspeed>=0.19.0, or keep this package's patch on",
 )

@@ -94,11 +94,24 @@ def _ds_config(case):
     return config
 
 
-def _full_param(safe_get_full_fp32_param, param):
-    """The fp32 master copy; the module's own parameter where DeepSpeed exposes none (BF16_Optimizer
-    on 0.18.3 returns None)."""
+def _full_param(safe_get_full_fp32_param, param, masters=None):
+    """The fp32 master copy: DeepSpeed's hp mapping, else the optimizer's own fp32 group entry (`masters`,
+    from _unmapped_masters), else the module's parameter."""
     full = safe_get_full_fp32_param(param)
+    if full is None and masters:
+        full = masters.get(id(param))
     return (param if full is None else full).detach().float().cpu()
+
+
+def _unmapped_masters(optimizer):
+    """id(module parameter) -> its fp32 master, for optimizers that keep fp32 groups without DeepSpeed's hp
+    mapping: FP16_UnfusedOptimizer, which 0.18.3-0.18.4 build for bf16 + ZeRO-1 + fp32 accumulation where
+    BF16_Optimizer was asked for (upstream PR #7788)."""
+    masters = {}
+    for low, high in zip(getattr(optimizer, "fp16_groups", None) or [], getattr(optimizer, "fp32_groups", None) or []):
+        if isinstance(low, list) and isinstance(high, list):
+            masters.update({id(l): h for l, h in zip(low, high)})
+    return masters
 
 
 def allow_fp16_on_cpu():
@@ -138,10 +151,11 @@ def run_case(case):
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=_ds_config(case))
     dtype = next(engine.module.parameters()).dtype
     device = next(engine.module.parameters()).device
+    masters = _unmapped_masters(engine.optimizer)
     steps = []
     for step in range(case.get("steps", DEFAULT_STEPS)):
         params = list(engine.module.parameters())
-        before = [_full_param(safe_get_full_fp32_param, p).clone() for p in params]
+        before = [_full_param(safe_get_full_fp32_param, p, masters).clone() for p in params]
         # Reference: plain PyTorch on the same weights and dtype, one gradient per (rank, micro-batch).
         reference = _model(torch, seed=0).to(dtype)
         reference.load_state_dict({k: v.detach().cpu() for k, v in engine.module.state_dict().items()})
@@ -168,17 +182,18 @@ def run_case(case):
         if mode != "ga":
             engine.step()
 
-        after = [_full_param(safe_get_full_fp32_param, p) for p in params]
+        after = [_full_param(safe_get_full_fp32_param, p, masters) for p in params]
         applied = torch.cat([(b - a).flatten() for b, a in zip(before, after)]) / LR
         weights, unexplained = fit_weights(basis, applied)
         expected_after = torch.cat([b.flatten() for b in before]) - LR * expected_grad
         norm = engine.get_global_grad_norm()
         steps.append({
-            "weights": [round(float(w), 4) for w in weights],
+            "weights": [round(float(w), 6) for w in weights],
             "grad_norm": None if norm is None else float(norm),
             "reference_grad_norm": float(expected_grad.norm()),
             "max_param_diff": float((torch.cat([a.flatten() for a in after]) - expected_after).abs().max()),
             "residual": float(unexplained.norm() / applied.double().norm().clamp_min(1e-30)),
+            "optimizer": type(engine.optimizer).__name__,
         })
     if hasattr(engine, "destroy"):
         engine.destroy()
