@@ -7,8 +7,9 @@ the patches, and write benchmarks/results/deepspeed_matrix.{json,md}.
 Cases per release, 3 optimizer steps each: ZeRO-1 and ZeRO-2 with offload, GA 4/8, fp32/bf16;
 ZeRO-2 offload GA=1 with 4 backward() calls and the boundary set; GA=1 with 4 backward() calls and
 the boundary never set (manual accumulation, OpenRLHF's dynamic batching), ZeRO-1/2, with and
-without offload; ZeRO-2 without offload GA 4 fp32 and GA 8 bf16 (DeepSpeed #7718); with --cpu-adam,
-DeepSpeed's own offload optimizer (DeepSpeedCPUAdam) against torch Adam.
+without offload; ZeRO-2 without offload GA 4 fp32 and GA 8 bf16 (DeepSpeed #7718); ZeRO-1 bf16 with fp32
+accumulation (what asks for BF16_Optimizer); with --cpu-adam, DeepSpeed's own offload optimizer
+(DeepSpeedCPUAdam) against torch Adam, in fp32 and with fp16 master weights.
 A cell is "ok" when at every step every micro-batch weight is within 0.01 of 1 (and, in fp32, the
 parameters match plain PyTorch within 1e-6); "leak" when a step's update carries what no
 micro-batch of that step explains; otherwise the weights of the worst step.
@@ -45,9 +46,14 @@ def matrix_cases(steps, cpu_adam=False):
     cases.append({"label": "Z2 no-offload GA4", "stage": 2, "ga": 4, "offload": False, "steps": steps})
     cases.append({"label": "Z2 no-offload bf16 GA8", "stage": 2, "ga": 8, "offload": False, "dtype": "bf16",
                   "steps": steps})
+    # what asks for BF16_Optimizer (one rank: #7985 needs two; 0.18.3-0.18.4 build the fp16 one instead, #7788)
+    cases.append({"label": "Z1 no-offload bf16 fp32-accum GA4", "stage": 1, "ga": 4, "offload": False,
+                  "dtype": "bf16", "grad_accum_dtype": "fp32", "steps": steps})
     if cpu_adam:  # DeepSpeed's own offload optimizer against torch Adam (JIT-builds cpu_adam once per release)
         cases.append({"label": "Z2 DeepSpeedCPUAdam GA4", "stage": 2, "ga": 4, "optimizer": "deepspeed_adam",
                       "steps": steps})
+        cases.append({"label": "Z2 DeepSpeedCPUAdam fp16 master weights GA4", "stage": 2, "ga": 4, "dtype": "fp16",
+                      "master_weights": "fp16", "optimizer": "deepspeed_adam", "steps": steps})
     return cases
 
 
@@ -114,10 +120,16 @@ def main(argv=None):
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--cpu-adam", action="store_true",
-                        help="add a case with DeepSpeed's own offload optimizer (DeepSpeedCPUAdam) against torch Adam")
+                        help="add the cases with DeepSpeed's own offload optimizer (DeepSpeedCPUAdam) against torch Adam "
+                             "(JIT-builds it once per release, about a minute each)")
+    parser.add_argument("--only", default=None, metavar="TEXT",
+                        help="run only the cases whose label contains TEXT (e.g. DeepSpeedCPUAdam)")
+    parser.add_argument("--name", default="deepspeed_matrix", help="file name of the results, without extension")
     args = parser.parse_args(argv)
     versions = args.versions or deepspeed_releases.available_releases()
-    cases = matrix_cases(args.steps, args.cpu_adam)
+    cases = [case for case in matrix_cases(args.steps, args.cpu_adam) if args.only is None or args.only in case["label"]]
+    if not cases:
+        parser.error(f"--only {args.only!r} matches no case")
     started = time.time()
     rows = []
     for version in versions:
@@ -132,14 +144,16 @@ def main(argv=None):
             "torch": metadata.version("torch"), "steps": args.steps, "accelerator": _accelerator(rows),
             "command": "python benchmarks/deepspeed_matrix.py" + (f" --versions {' '.join(args.versions)}"
                                                                    if args.versions else "")
-                       + (" --cpu-adam" if args.cpu_adam else ""),
+                       + (" --cpu-adam" if args.cpu_adam else "")
+                       + (f" --only {args.only}" if args.only else "")
+                       + (f" --name {args.name}" if args.name != "deepspeed_matrix" else ""),
             "wall_minutes": round((time.time() - started) / 60, 1)}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "deepspeed_matrix.json"), "w") as handle:
+    with open(os.path.join(args.out, args.name + ".json"), "w") as handle:
         json.dump({"meta": meta, "cases": cases, "rows": rows}, handle, indent=1)
-    with open(os.path.join(args.out, "deepspeed_matrix.md"), "w") as handle:
+    with open(os.path.join(args.out, args.name + ".md"), "w") as handle:
         handle.write(to_markdown(rows, cases, meta))
-    print(f"wrote {args.out}/deepspeed_matrix.md", flush=True)
+    print(f"wrote {args.out}/{args.name}.md", flush=True)
     return 0
 
 

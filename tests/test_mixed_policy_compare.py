@@ -38,6 +38,12 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
         assert records[config]["lr"] == results["picked"][config]
     equal = results["equal_flops"]
     assert equal == records["sft_rl_fixed"]["flops"]
+    generous = results["generous"]  # each mixed method again at its pick, to 2.5 F (or its step ceiling)
+    assert set(generous) == set(configs) - {"sft_rl_fixed"}
+    for config, run in generous.items():
+        assert run["lr"] == results["picked"][config] and 0.0 <= run["accuracy"] <= 1.0
+        assert run["flops"] > records[config]["flops"] or run["steps"] == 24
+    assert "Generous budget (2.5 F" in table
     for config, record in records.items():
         curve = record["curve"]
         assert [point[0] for point in curve] == sorted(point[0] for point in curve)
@@ -53,11 +59,11 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
     written = lambda config: {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"{config}-seed0/*/run.json")}  # noqa: E731
     first_runs = {config: written(config) for config in configs}
     _, again, again_records = run_smoke("examples.mixed_policy.compare", require_release(AFFECTED), out,
-                                        "--configs", *configs, "--keep", *kept)
-    assert set(again_records) == set(configs) and again["equal_flops"] == equal
+                                        "--configs", *configs, "--keep", *kept, "--generous-ratio", "0")
+    assert set(again_records) == set(configs) and again["equal_flops"] == equal and "generous" not in again
     assert all(again_records[c] == records[c] for c in kept)
     assert (out / "base" / "model.safetensors").stat().st_mtime_ns == base_weights  # the base model was not remade
-    assert again["kept"]["configs"] == kept and again["kept"]["command"] == results["command"]
+    assert again["kept"] == [{"configs": kept, "command": results["command"], "wall_s": results["wall_s"]}]
     assert json.loads((out / "tuning.json").read_text())["luffy"] == tuning["luffy"]
     assert "Rows kept from an earlier comparison" in (out / "results.md").read_text()
     for config in configs:  # the kept rows' runs untouched, the others written again
@@ -97,3 +103,15 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, flags, me
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_kept_rows_are_traced_to_the_run_that_measured_them():
+    from examples.mixed_policy.compare import kept_sources
+    first = {"command": "first", "wall_s": 600.0}
+    second = {"command": "second", "wall_s": 300.0, "kept": [{"configs": ["luffy", "srft"], "command": "first",
+                                                             "wall_s": 600.0}]}
+    assert kept_sources(first, ["luffy"]) == [{"configs": ["luffy"], "command": "first", "wall_s": 600.0}]
+    assert kept_sources(second, ["srft", "hpt"]) == [{"configs": ["srft"], "command": "first", "wall_s": 600.0},
+                                                     {"configs": ["hpt"], "command": "second", "wall_s": 300.0}]
+    legacy = {**second, "kept": second["kept"][0]}  # written as one dict before sources were a list
+    assert kept_sources(legacy, ["luffy"]) == [{"configs": ["luffy"], "command": "first", "wall_s": 600.0}]

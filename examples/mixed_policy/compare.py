@@ -15,6 +15,8 @@ Table 1 in miniature, under one protocol for every row:
   accuracy. The other seeds run at the pick.
 - Settings: each method's options are its authors' (examples.recipes.mixed_policy.OPTIONS, the
   paper-scale recipe's: the entropy bonus, LUFFY's baseline over the whole group, ...).
+- Generous budget: each mixed method again at its pick (seed 0) to --generous-ratio x F (4), to check
+  that it improves over the base model when compute is not what holds it back.
 - Reuse: --keep CONFIG... takes those rows from the comparison already in --out (its data, base model
   and F too, all settings equal) and runs the others anew; results.md names the kept rows.
 - Budgets: F is the corrected SFT-then-RL's training FLOPs (seed 0, at its pick). Every mixed
@@ -47,9 +49,10 @@ BASELINES = {"sft_rl_buggy": "buggy", "sft_rl_fixed": "fixed"}
 MIXED = [name for name in METHODS if name != "grpo"]
 EQUAL_MARKS = (0.25, 0.5, 0.75, 1.0)  # checkpoints of a mixed run, as fractions of F (then every 0.4 F to the end)
 DEFAULTS = dict(validation=200, worked_share=0.03, grpo_steps=50, rl_lrs="5e-6,1e-5,2e-5",
-                method_lrs="5e-5,1e-4,2.5e-4", extensions=2, budget_ratio=1.8, method_steps=5000, rl_checkpoints=4)
+                method_lrs="5e-5,1e-4,2.5e-4", extensions=2, budget_ratio=1.8, method_steps=5000, rl_checkpoints=4,
+                generous_ratio=4.0)
 SMOKE = dict(validation=16, grpo_steps=4, rl_lrs="5e-5,1e-4", method_lrs="5e-4,1e-3", extensions=0, method_steps=24,
-             rl_checkpoints=2)
+             rl_checkpoints=2, generous_ratio=2.5)
 
 
 def add_keep(parser):
@@ -71,6 +74,8 @@ def parse_args(argv=None):
                      "in --configs")
     if args.budget_ratio < 1:
         parser.error("--budget-ratio must be >= 1 (the runs are read at 1 x F on their way)")
+    if args.generous_ratio and args.generous_ratio <= args.budget_ratio:
+        parser.error("--generous-ratio must be above --budget-ratio (or 0: no generous-budget check)")
     if args.extensions < 0:
         parser.error("--extensions must be >= 0")
     if args.validation < 1:
@@ -84,7 +89,8 @@ def parse_args(argv=None):
     return args
 
 
-FREE_SETTINGS = ("configs", "keep", "parallel", "out", "previous")  # what a --keep run may change
+# what a --keep run may change: the generous-budget check runs for every mixed method anyway
+FREE_SETTINGS = ("configs", "keep", "parallel", "out", "previous", "generous_ratio")
 
 
 def kept_comparison(args):
@@ -105,6 +111,21 @@ def kept_comparison(args):
     if changed:
         raise ValueError(f"--keep: these settings differ from the earlier comparison: {', '.join(changed)}")
     return previous
+
+
+def kept_sources(previous, kept):
+    """Where each kept row was measured: [{configs, command, wall_s}], a row kept twice traced to its first run."""
+    sources, traced = [], set()
+    earlier = previous.get("kept") or []
+    for source in [earlier] if isinstance(earlier, dict) else earlier:  # a dict: one source, as first written
+        mine = [c for c in source["configs"] if c in kept]
+        if mine:
+            sources.append({**source, "configs": mine})
+            traced.update(mine)
+    rest = [c for c in kept if c not in traced]
+    if rest:
+        sources.append({"configs": rest, "command": previous["command"], "wall_s": previous["wall_s"]})
+    return sources
 
 
 def learning_rates(text):
@@ -238,15 +259,16 @@ class Study:
         one round's questions (128 of 128 at paper scale)."""
         return {"sft_questions": self.args.grpo_prompts} if method == "relift" else {}
 
-    def mixed(self, method, seed, lr, validate):
-        """One method from the base model at `lr` to the budget, checkpointed at the marks."""
-        out = os.path.join(self.folder(method, seed), f"lr{lr:g}")
+    def mixed(self, method, seed, lr, validate, ratio=None):
+        """One method from the base model at `lr` to the budget, checkpointed at the marks; with `ratio`, to
+        ratio x F instead, without checkpoints (the generous-budget check)."""
+        out = os.path.join(self.folder(method, seed), f"lr{lr:g}" + (f"-x{ratio:g}" if ratio else ""))
         env = demo.child_env(self.threads)
-        budget = self.args.budget_ratio * self.budget_flops_equal
+        budget = (ratio or self.args.budget_ratio) * self.budget_flops_equal
+        marks = [] if ratio else ["--checkpoint-flops", *[repr(mark) for mark in self.marks(budget)]]
         started = time.time()
         demo.run([sys.executable, "-m", "examples.mixed_policy.train", "--method", method, "--model", self.base,
-                  "--data", os.path.join(self.args.out, "data"), "--out", out, "--flops-budget", repr(budget),
-                  "--checkpoint-flops", *[repr(mark) for mark in self.marks(budget)]]
+                  "--data", os.path.join(self.args.out, "data"), "--out", out, "--flops-budget", repr(budget), *marks]
                  + mixed_policy_recipe.option_flags(method, **self.scaled_options(method))
                  + demo.rl_round_flags(self.args, self.args.method_steps, lr, seed,
                                        mixed_policy_recipe.group_size(method)), out + ".log", env)
@@ -257,6 +279,14 @@ class Study:
             self.progress.say(f"{method} lr {lr:g}: validation accuracy {run['validation']:.3f} "
                               f"({run['steps']} steps, {run['seconds']:.0f} s)", finished=True)
         return run
+
+    def generous(self, method, seed, lr):
+        """The method at its pick to --generous-ratio x F: test accuracy and FLOPs at the end."""
+        run = self.mixed(method, seed, lr, False, ratio=self.args.generous_ratio)
+        accuracy, = self.evaluate(seed, [run["out"]], "test", demo.child_env(self.threads), run["out"] + ".test.log")
+        self.progress.say(f"{method} at {self.args.generous_ratio:g} F: test accuracy {accuracy:.3f}", finished=True)
+        return {"lr": lr, "seed": seed, "accuracy": accuracy, "flops": run["flops"]["flops"], "steps": run["steps"],
+                "seconds": run["seconds"]}
 
     def mixed_curve(self, method, seed, run):
         saved = checkpoints.read(run["out"])
@@ -322,7 +352,8 @@ def main(argv=None):
     mixed = [c for c in args.configs if c in MIXED and c not in kept]
     first, others = args.seeds[0], args.seeds[1:]
     tuning_runs = len(baselines) * len(args.rl_lrs) + len(mixed) * len(args.method_lrs)  # before any extension
-    progress = demo.Progress(tuning_runs + (len(baselines) + len(mixed)) * len(args.seeds))
+    generous = [c for c in args.configs if c in MIXED] if args.generous_ratio else []
+    progress = demo.Progress(tuning_runs + (len(baselines) + len(mixed)) * len(args.seeds) + len(generous))
     started = time.time()
     if previous is None:
         demo.prepare(args, progress)
@@ -371,8 +402,12 @@ def main(argv=None):
         records += [r for r in previous["records"] if r["config"] in kept and r["seed"] in args.seeds]
         tuning.update({c: previous["tuning"][c] for c in kept})
         picked.update({c: previous["picked"][c] for c in kept})
-        meta["kept"] = {"configs": sorted(kept, key=args.configs.index), "command": previous["command"],
-                        "wall_s": previous["wall_s"]}
+        meta["kept"] = kept_sources(previous, [c for c in args.configs if c in kept])
+
+    # 5. The generous-budget check: each mixed method at its pick, seed 0, to --generous-ratio x F.
+    if generous:
+        meta["generous"] = dict(zip(generous, study.parallel(study.generous,
+                                                             [(m, first, picked[m]) for m in generous])))
     order = {c: i for i, c in enumerate(args.configs)}
     records.sort(key=lambda r: (r["seed"], order[r["config"]]))
     tuning = {c: tuning[c] for c in args.configs}

@@ -70,15 +70,30 @@ def plot(out, records, meta):
     plt.close(figure)
 
 
-def kept_note(meta):
-    """A sentence naming the rows taken from an earlier comparison (--keep), when there are any."""
-    kept = meta.get("kept")
-    if not kept:
+def generous_lines(meta):
+    """The generous-budget check: each mixed method at its pick, seed 0, to --generous-ratio x F."""
+    runs = meta.get("generous")
+    if not runs:
         return []
-    names = ", ".join(LABELS.get(c, c) for c in kept["configs"])
-    return [f"Rows kept from an earlier comparison in the same folder, same settings and base model: {names} "
-            f"(`{kept['command']}`, wall time {kept['wall_s'] / 60:.1f} min); the wall time above is this run's "
-            f"alone.", ""]
+    ratio, base = meta["settings"]["generous_ratio"], meta["base_accuracy"]
+    lines = [f"Generous budget ({ratio:g} F, seed 0, at the picked learning rate; base model {100 * base:.1f}%):", "",
+             "| method | lr | test (%) | over the base (points) | FLOPs at the end | steps |", "|---|---|---|---|---|---|"]
+    for config, run in runs.items():
+        lines.append(f"| {LABELS.get(config, config)} | {run['lr']:g} | {100 * run['accuracy']:.1f} | "
+                     f"{100 * (run['accuracy'] - base):+.1f} | {run['flops']:.3g} | {run['steps']} |")
+    return lines + [""]
+
+
+def kept_note(meta):
+    """Sentences naming the rows taken from earlier comparisons (--keep) and where they were measured."""
+    lines, kept = [], meta.get("kept") or []
+    for source in [kept] if isinstance(kept, dict) else kept:
+        names = ", ".join(LABELS.get(c, c) for c in source["configs"])
+        lines += [f"Rows kept from an earlier comparison in the same folder (same settings and base model): {names}, "
+                  f"measured by `{source['command']}` (wall time {source['wall_s'] / 60:.1f} min).", ""]
+    if lines:
+        lines += ["The wall time above is this run's alone.", ""]
+    return lines
 
 
 def write(out, records, meta):
@@ -88,6 +103,7 @@ def write(out, records, meta):
             f"Command: `{meta['command']}` — wall time {meta['wall_s'] / 60:.1f} min on this machine.", "",
             *kept_note(meta),
             table(records, meta), "",
+            *generous_lines(meta),
             f"F = {meta['equal_flops']:.3g} FLOPs, the corrected SFT→RL's (seed {s['seeds'][0]}, picked lr). "
             f"Every row starts from one base model ({meta['parameters']} parameters; pretrained with "
             f"{s['worked_share']:.0%} worked problems among {s['pretrain_documents']} documents) and is evaluated on the "
