@@ -62,11 +62,64 @@ def cell(result):
         return "crash" if "Error" in result["error"] else "error"
     if case_is_correct(result):
         return "ok"
+    if result["weights"] and max(abs(w) for w in result["weights"]) < 0.01:
+        # next to nothing arrives (0.18.3-0.18.4's update / 65536): rounding, not a leak, is what is left over
+        return "[" + ",".join(f"{w:.2g}" for w in result["weights"]) + "]"
     if max(step.get("residual", 0.0) for step in result["steps"]) > 0.01:
         return "leak"  # later steps carry gradients of earlier ones
     if not result["weights"]:  # an Adam case: no weights to fit, the trajectory is off by this much
         return f"off {result['max_param_diff']:.1g}"
     return "[" + ",".join(f"{w:.2g}" for w in result["weights"]) + "]"
+
+
+# The summary in docs/patches.md: case groups of the matrix (and of the DeepSpeedCPUAdam matrix), one column each.
+GROUPS = [
+    ("ZeRO-2 offload GA 4/8, fp32+bf16", ("Z2 fp32 GA4", "Z2 fp32 GA8", "Z2 bf16 GA4", "Z2 bf16 GA8")),
+    ("ZeRO-1 offload GA 4/8, fp32+bf16", ("Z1 fp32 GA4", "Z1 fp32 GA8", "Z1 bf16 GA4", "Z1 bf16 GA8")),
+    ("ZeRO-2 offload GA=1, 4× backward(), boundary set", ("Z2 GA1x4 backward, boundary set",)),
+    ("GA=1, 4× backward(), no boundary, offload (ZeRO-1/2)",
+     ("Z1 offload GA1x4 backward, no boundary", "Z2 offload GA1x4 backward, no boundary")),
+    ("GA=1, 4× backward(), no boundary, no offload (ZeRO-1/2)",
+     ("Z1 no-offload GA1x4 backward, no boundary", "Z2 no-offload GA1x4 backward, no boundary")),
+    ("ZeRO-2 no offload GA 4 fp32 / GA 8 bf16 (#7718)", ("Z2 no-offload GA4", "Z2 no-offload bf16 GA8")),
+    ("ZeRO-1 bf16, fp32 accumulation, one rank (#7788)", ("Z1 no-offload bf16 fp32-accum GA4",)),
+    ("DeepSpeedCPUAdam, ZeRO-2 offload GA 4, fp32 / fp16 master weights, against torch Adam",
+     ("Z2 DeepSpeedCPUAdam GA4", "Z2 DeepSpeedCPUAdam fp16 master weights GA4")),
+]
+
+
+def group_state(cells):
+    """One word for a group of cells: ok, crash, leak, wrong, or – when none was measured."""
+    if not cells:
+        return "–"
+    for word in ("crash", "error", "leak"):
+        if word in cells:
+            return f"**{word}**"
+    return "ok" if all(c == "ok" for c in cells) else "**wrong**"
+
+
+def summary(matrices):
+    """Markdown: one row per release, one column per group, unpatched → patched, over the given matrices."""
+    rows = {}
+    for matrix in matrices:
+        labels = [case["label"] for case in matrix["cases"]]
+        for row in matrix["rows"]:
+            entry = rows.setdefault(row["version"], {"cells": {}, "patched": ""})
+            pairs = zip(row["unpatched"].get("results", []), row["patched"].get("results", []))
+            for label, (unpatched, patched) in zip(labels, pairs):
+                entry["cells"][label] = (cell(unpatched), cell(patched))
+            entry["patched"] = entry["patched"] or patch_states(row["patched"].get("patches", {}))
+    lines = ["| release | patches applied | " + " | ".join(title for title, _ in GROUPS) + " |",
+             "|" + "---|" * (len(GROUPS) + 2)]
+    for version in sorted(rows, key=lambda v: tuple(map(int, v.split(".")))):
+        entry = rows[version]
+        columns = []
+        for _, labels in GROUPS:
+            measured = [entry["cells"][label] for label in labels if label in entry["cells"]]
+            before, after = group_state([u for u, _ in measured]), group_state([p for _, p in measured])
+            columns.append("–" if before == "–" else f"{before} → {after}")
+        lines.append(f"| {version} | {entry['patched']} | " + " | ".join(columns) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def patch_states(states):
@@ -125,7 +178,17 @@ def main(argv=None):
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="run only the cases whose label contains TEXT (e.g. DeepSpeedCPUAdam)")
     parser.add_argument("--name", default="deepspeed_matrix", help="file name of the results, without extension")
+    parser.add_argument("--summary", nargs="+", metavar="NAME",
+                        help="print the per-group summary of these results in --out (e.g. deepspeed_matrix "
+                             "deepspeed_matrix_cpu_adam) and run nothing")
     args = parser.parse_args(argv)
+    if args.summary:
+        matrices = []
+        for name in args.summary:
+            with open(os.path.join(args.out, name + ".json")) as handle:
+                matrices.append(json.load(handle))
+        print(summary(matrices), end="")
+        return 0
     versions = args.versions or deepspeed_releases.available_releases()
     cases = [case for case in matrix_cases(args.steps, args.cpu_adam) if args.only is None or args.only in case["label"]]
     if not cases:

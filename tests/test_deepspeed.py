@@ -295,3 +295,25 @@ def test_low_precision_master_weights_branch_equals_the_upstream_fix(dtype, rele
     assert all(s["max_param_diff"] < rounding for s in patched["steps"]), patched["steps"]  # low-precision rounding
     assert unpatched["steps"][0]["max_param_diff"] > 1e-2, unpatched["steps"]  # micro-batches 2 and 3 dropped
     assert case_is_correct(patched) and not case_is_correct(unpatched)
+
+
+def test_matrix_summary_merges_matrices_and_names_the_worst_cell():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import deepspeed_matrix
+    ok = {"case": {"dtype": "fp32"}, "weights": [1.0, 1.0], "max_param_diff": 0.0, "residual": 0.0,
+          "steps": [{"weights": [1.0, 1.0], "max_param_diff": 0.0, "residual": 0.0}]}
+    dropped = {**ok, "weights": [1.0, 0.0], "steps": [{"weights": [1.0, 0.0], "max_param_diff": 0.1, "residual": 0.0}]}
+    crashed = {"case": {}, "error": "TypeError: boom"}
+    main = {"cases": [{"label": "Z2 fp32 GA4"}, {"label": "Z2 fp32 GA8"}, {"label": "Z2 no-offload GA4"}],
+            "rows": [{"version": "0.18.9", "unpatched": {"results": [ok, dropped, crashed]},
+                      "patched": {"results": [ok, ok, ok], "patches": {"deepspeed-offload-ga-drop": "patched"}}},
+                     {"version": "0.19.8", "unpatched": {"results": [ok, ok, ok]},
+                      "patched": {"results": [ok, ok, ok], "patches": {}}}]}
+    adam = {"cases": [{"label": "Z2 DeepSpeedCPUAdam GA4"}],
+            "rows": [{"version": "0.18.9", "unpatched": {"results": [dropped]}, "patched": {"results": [ok]}}]}
+    lines = deepspeed_matrix.summary([main, adam]).splitlines()
+    assert lines[2].startswith("| 0.18.9 | offload-ga-drop | **wrong** → ok | – | ")
+    assert "| **crash** → ok |" in lines[2] and lines[2].endswith("| **wrong** → ok |")  # #7718 group, then CPU Adam
+    assert lines[3].startswith("| 0.19.8 | none applies | ok → ok |") and lines[3].endswith("| – |")
