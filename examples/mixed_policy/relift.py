@@ -12,7 +12,6 @@ expert solutions, newest first. Two ways to interleave SFT (`sft_mode`):
            an SFT step with TRL's optimizer: the only form that runs under DeepSpeed, whose ZeRO
            optimizer owns the master weights a second optimizer would have to update.
 """
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -135,7 +134,7 @@ class ReliftTrainer(MixedPolicyTrainer):
         """Prompt ids (left-padded) and expert-solution ids (right-padded, with EOS) of `rows`, and their
         masks: the RL batch's tokenization without its sampling, scoring and logging."""
         from trl.trainer.utils import pad
-        self._row_kinds = None  # no prefix to add
+        self._row_kinds = None  # no prefix to add (the next round sets its own kinds)
         prompt_ids, _, _ = self._tokenize_prompts([row["prompt"] for row in rows])
         prompts = [torch.tensor(ids, device=self.accelerator.device) for ids in prompt_ids]
         completions = [torch.tensor(self.expert_ids(row), device=self.accelerator.device) for row in rows]
@@ -170,4 +169,4 @@ class ReliftTrainer(MixedPolicyTrainer):
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.sft_optimizer.step()
         self.sft_optimizer.zero_grad(set_to_none=True)
-        self._metrics["train"]["relift/sft_grad_norm"].append(float(norm) if math.isfinite(float(norm)) else -1.0)
+        self._metrics["train"]["relift/sft_grad_norm"].append(float(norm))
