@@ -64,12 +64,16 @@ def cell(result):
         return "ok"
     if result["weights"] and max(abs(w) for w in result["weights"]) < 0.01:
         # next to nothing arrives (0.18.3-0.18.4's update / 65536): rounding, not a leak, is what is left over
-        return "[" + ",".join(f"{w:.2g}" for w in result["weights"]) + "]"
+        return _weights_text(result["weights"])
     if max(step.get("residual", 0.0) for step in result["steps"]) > 0.01:
         return "leak"  # later steps carry gradients of earlier ones
     if not result["weights"]:  # an Adam case: no weights to fit, the trajectory is off by this much
         return f"off {result['max_param_diff']:.1g}"
-    return "[" + ",".join(f"{w:.2g}" for w in result["weights"]) + "]"
+    return _weights_text(result["weights"])
+
+
+def _weights_text(weights):
+    return "[" + ",".join(f"{w:.2g}" for w in weights) + "]"
 
 
 # The summary in docs/patches.md: case groups of the matrix (and of the DeepSpeedCPUAdam matrix), one column each.

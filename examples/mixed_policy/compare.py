@@ -103,8 +103,7 @@ def kept_comparison(args):
     missing = [c for c in args.keep if c not in {r["config"] for r in previous["records"]}]
     if missing:
         raise ValueError(f"--keep: {', '.join(missing)} not in {path}")
-    if set(args.configs) & set(MIXED) and "sft_rl_fixed" in args.configs and "sft_rl_fixed" not in args.keep \
-            and set(args.keep) & set(MIXED):
+    if set(args.keep) & set(MIXED) and "sft_rl_fixed" not in args.keep:
         raise ValueError("--keep: kept mixed-policy rows ran to the earlier F; keep sft_rl_fixed too")
     changed = [name for name, value in vars(args).items()
                if name not in FREE_SETTINGS and previous["settings"].get(name) != value]

@@ -117,12 +117,12 @@ def _unmapped_masters(optimizer):
 def allow_fp16_on_cpu():
     """DeepSpeed's CPU accelerator refuses fp16 unless oneDNN has fp16 kernels for this CPU; torch computes
     fp16 on any CPU (slowly), so a probe case that asks for fp16 lifts that gate, nothing else."""
+    import torch
     from deepspeed.accelerator import get_accelerator
     accelerator = get_accelerator()
     if accelerator.device_name() == "cpu" and not accelerator.is_fp16_supported():
         accelerator.is_fp16_supported = lambda: True
-        accelerator.supported_dtypes = lambda: [__import__("torch").float, __import__("torch").bfloat16,
-                                                __import__("torch").float16]
+        accelerator.supported_dtypes = lambda: [torch.float, torch.bfloat16, torch.float16]
 
 
 def fit_weights(basis, applied):
