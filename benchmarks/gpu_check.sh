@@ -21,7 +21,7 @@ WHEEL_SPECS="hjson==3.1.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types
 OUT=benchmarks/results/gpu
 MATRIX=(python3 benchmarks/deepspeed_matrix.py --versions $RELEASES --steps 3 --timeout 240 --cpu-adam --out "$OUT")
 OVERHEAD=(python3 benchmarks/overhead.py --only offload-ga-drop offload-manual-accumulation bf16-last-micro-batch-7985 --width 6144
-          --rows 2048 --steps 10 --repeats 5 --skip-doctor --import-runs 10 --out "$OUT")
+          --rows 2048 --steps 10 --repeats 5 --blocks 6 --block-steps 5 --skip-doctor --import-runs 10 --out "$OUT")
 
 mode=${1:-run}
 case "$mode" in

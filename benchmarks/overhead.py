@@ -3,7 +3,7 @@ against the upstream-fixed way on the same configuration, interleaved; the wall 
 `import sftrl_patches` adds to a bare interpreter; and the doctor's static and --probe wall times.
 Writes benchmarks/results/overhead.{json,md}.
 
-    python benchmarks/overhead.py [--steps 30] [--repeats 5] [--only offload-ga-drop ...]
+    python benchmarks/overhead.py [--steps 30] [--repeats 5] [--blocks 20] [--only offload-ga-drop ...]
 
 Each scenario runs a ~1M-parameter MLP, fp32, one CPU rank, 8 micro-batches per optimizer step:
   offload-ga-drop         ZeRO-2 + offload, GA 8: patched 0.18.9 vs 0.19.8 (upstream fix)
@@ -15,7 +15,9 @@ Each scenario runs a ~1M-parameter MLP, fp32, one CPU rank, 8 micro-batches per 
   bf16-last-micro-batch-7985  bf16 + ZeRO-1 + fp32 grad accumulation (BF16_Optimizer), GA 8: patched
                           0.18.9 vs 0.19.8 (one rank: the cost of the reordering, not its effect)
 A repeat runs both sides once, alternating which goes first; the ratio is patched / upstream of the
-two medians; the table gives the median ratio over the repeats with its min and max.
+two medians; the table gives the median ratio over the repeats with its min and max. Separate
+processes differ by far more than any patch costs on this machine, so each scenario also runs once
+in a single process with the patch applied and reverted between blocks of steps (--blocks).
 Targets: patched / upstream <= 1.02; import <= 15 ms; static doctor <= 1 s; probe <= 60 s.
 """
 import argparse
@@ -41,7 +43,7 @@ skip_shm_build()
 import logging; logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 deepspeed.init_distributed(dist_backend="gloo", verbose=False)
 steps, mode, offload, patch = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
-width, rows = int(sys.argv[5]), int(sys.argv[6])
+width, rows, blocks = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.Tanh(), torch.nn.Linear(2 * width, width))
 bf16 = mode == "bf16_ga"  # bf16 + ZeRO-1 + fp32 grad accumulation: BF16_Optimizer
@@ -68,11 +70,27 @@ def step():
             engine.step()
     if not mode.endswith("ga"):
         engine.step()
+def timed(count):
+    times = []
+    for _ in range(count):
+        sync(); t = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t)
+    return times
+state = sftrl_patches.status(patch).state
 for _ in range(5): step()
-times = []
-for _ in range(steps):
-    sync(); t = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t)
-print(json.dumps({"state": sftrl_patches.status(patch).state, "times": times}))
+if not blocks:
+    print(json.dumps({"state": state, "times": timed(steps)}))
+    sys.exit(0)
+# Same process: the patch switched on and off between blocks of `steps` steps, in the order on-off, off-on,
+# ..., so that drift over the run falls on both sides alike; one untimed step after each switch.
+times = {"on": [], "off": []}
+for block in range(blocks):
+    for side in (("on", "off") if block % 2 == 0 else ("off", "on")):
+        switched = (sftrl_patches.apply if side == "on" else sftrl_patches.revert)(patch).state
+        if switched != ("patched" if side == "on" else "reverted"):
+            sys.exit(f"switching {patch} {side} left it {switched}")
+        step()
+        times[side].append(timed(steps))
+print(json.dumps({"state": state, "on": times["on"], "off": times["off"]}))
 """
 
 # name -> (mode, offload, (affected release, patched), (upstream-fixed release, its call mode))
@@ -88,13 +106,13 @@ SCENARIOS = {
 PATCH_OF = {"offload-manual-accumulation-same-calls": "offload-manual-accumulation"}  # else the scenario's name
 
 
-def step_times(version, patched, steps, mode, offload, patch, width=512, rows=8):
+def step_times(version, patched, steps, mode, offload, patch, width=512, rows=8, blocks=0):
     env = deepspeed_releases.child_env(version)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env["PYTHONPATH"]])
     env["SFTRL_PATCHES_DISABLE"] = "" if patched else "1"
     env["PYTHONWARNINGS"] = "ignore"
     proc = subprocess.run([sys.executable, "-c", STEP_CHILD, str(steps), mode, "1" if offload else "0",
-                           "deepspeed-" + patch, str(width), str(rows)], env=env, capture_output=True, text=True)
+                           "deepspeed-" + patch, str(width), str(rows), str(blocks)], env=env, capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     if not lines or not lines[-1].startswith("{"):
         raise RuntimeError(f"step child for {version} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -129,6 +147,20 @@ def measure_scenario(name, steps, repeats, width=512, rows=8):
             "parameters": 4 * width * width + 3 * width, "rows": rows}
 
 
+def measure_same_process(name, steps, blocks, width=512, rows=8):
+    """The patch's own cost: the affected release in one process, the patch applied and reverted between
+    blocks of steps. The other side is the unpatched release: for #7985 on one rank that is correct and
+    does the same work; for the others it is the bug's (cheaper or dearer) work."""
+    mode, offload, affected, _ = SCENARIOS[name]
+    result = step_times(affected, True, steps, mode, offload, PATCH_OF.get(name, name), width, rows, blocks)
+    pairs = [statistics.median(on) / statistics.median(off) for on, off in zip(result["on"], result["off"])]
+    on_ms = 1000 * statistics.median(t for block in result["on"] for t in block)
+    off_ms = 1000 * statistics.median(t for block in result["off"] for t in block)
+    return {"state": result["state"], "on_ms": on_ms, "off_ms": off_ms, "ratio": on_ms / off_ms,
+            "block_ratio_min": min(pairs), "block_ratio_max": max(pairs), "blocks": blocks, "steps": steps,
+            "exit_code": result["exit_code"]}
+
+
 def wall(command, env=None, runs=1):
     times = []
     for _ in range(runs):
@@ -158,6 +190,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per child")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per scenario")
+    parser.add_argument("--blocks", type=int, default=20,
+                        help="same-process measure: blocks per side, the patch switched on and off between them "
+                             "(0: skip it)")
+    parser.add_argument("--block-steps", type=int, default=10, help="timed optimizer steps per block")
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="default: every scenario")
     parser.add_argument("--width", type=int, default=512, help="MLP width (hidden = 2x); 512 is ~1M parameters")
     parser.add_argument("--rows", type=int, default=8, help="rows per micro-batch")
@@ -174,6 +210,11 @@ def main(argv=None):
         scenarios[name] = measure_scenario(name, args.steps, args.repeats, args.width, args.rows)
         print(f"{name}: {scenarios[name]['ratio_median']:.3f} "
               f"[{scenarios[name]['ratio_min']:.3f}, {scenarios[name]['ratio_max']:.3f}]", flush=True)
+        if args.blocks and name not in PATCH_OF:  # PATCH_OF rows share their patch's same-process run
+            same = scenarios[name]["same_process"] = measure_same_process(name, args.block_steps, args.blocks,
+                                                                          args.width, args.rows)
+            print(f"{name}, same process, on / off: {same['ratio']:.3f} "
+                  f"[{same['block_ratio_min']:.3f}, {same['block_ratio_max']:.3f}]", flush=True)
 
     doctor_env = deepspeed_releases.child_env("0.18.9")
     doctor_env["PYTHONPATH"] = os.pathsep.join([ROOT, doctor_env["PYTHONPATH"]])
@@ -201,6 +242,14 @@ def _device():
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() or "CPU"
 
 
+def _same_process_cells(name, scenario):
+    same = scenario.get("same_process")
+    if same is None:
+        return f"– | see {PATCH_OF[name]}" if name in PATCH_OF else "– | –"
+    return (f"{same['on_ms']:.2f} / {same['off_ms']:.2f} | **{same['ratio']:.3f}** "
+            f"[{same['block_ratio_min']:.3f}, {same['block_ratio_max']:.3f}]")
+
+
 def to_markdown(r):
     i, d = r["import"], r["doctor"]
     lines = ["# Overhead", "",
@@ -211,8 +260,14 @@ def to_markdown(r):
              f"{r['meta']['device']}, 8 micro-batches per step. Ratio: "
              "patched / upstream-fixed of the median step time, median over the interleaved repeats [min, max]. "
              "bf16-last-micro-batch-7985 runs bf16 + ZeRO-1 (BF16_Optimizer).", "",
-             "| patch | configuration | patched | upstream-fixed | median step (ms) patched / fixed | ratio [min, max] |",
-             "|---|---|---|---|---|---|"]
+             "Same process: the affected release in one process, the patch applied and reverted between blocks "
+             "of steps (on-off, off-on, ...); median step with the patch on / off, [min, max] over the block "
+             "pairs. Off is the bug's own work: for #7985 on one rank that is correct and the same work in "
+             "another order, so the ratio is the wrapper's own cost; for the others it is what the fix costs "
+             "over the buggy run.", "",
+             "| patch | configuration | patched | upstream-fixed | median step (ms) patched / fixed | ratio [min, max] "
+             "| same process: ms on / off | ratio on / off [min, max] |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, s in r["scenarios"].items():
         config = f"{'offload' if s['offload'] else 'no offload'}, {s['mode']}"
         fixed = s["fixed"] + ("" if s["fixed_mode"] == s["mode"] else f" ({s['fixed_mode']})")
@@ -220,7 +275,7 @@ def to_markdown(r):
             fixed += ", patch off"  # the same release: the other side runs with SFTRL_PATCHES_DISABLE
         lines.append(f"| {name} | {config} | {s['affected']} ({s['states'].get('patched')}) | {fixed} | "
                      f"{s['patched_ms']:.2f} / {s['upstream_ms']:.2f} | **{s['ratio_median']:.3f}** "
-                     f"[{s['ratio_min']:.3f}, {s['ratio_max']:.3f}] |")
+                     f"[{s['ratio_min']:.3f}, {s['ratio_max']:.3f}] | {_same_process_cells(name, s)} |")
     aborted = [f"{name}: {', '.join(s['aborted_at_exit'])}" for name, s in r["scenarios"].items()
                if s.get("aborted_at_exit")]
     if aborted:
