@@ -113,5 +113,3 @@ def test_kept_rows_are_traced_to_the_run_that_measured_them():
     assert kept_sources(first, ["luffy"]) == [{"configs": ["luffy"], "command": "first", "wall_s": 600.0}]
     assert kept_sources(second, ["srft", "hpt"]) == [{"configs": ["srft"], "command": "first", "wall_s": 600.0},
                                                      {"configs": ["hpt"], "command": "second", "wall_s": 300.0}]
-    legacy = {**second, "kept": second["kept"][0]}  # written as one dict before sources were a list
-    assert kept_sources(legacy, ["luffy"]) == [{"configs": ["luffy"], "command": "first", "wall_s": 600.0}]

@@ -115,8 +115,7 @@ def kept_comparison(args):
 def kept_sources(previous, kept):
     """Where each kept row was measured: [{configs, command, wall_s}], a row kept twice traced to its first run."""
     sources, traced = [], set()
-    earlier = previous.get("kept") or []
-    for source in [earlier] if isinstance(earlier, dict) else earlier:  # a dict: one source, as first written
+    for source in previous.get("kept") or []:
         mine = [c for c in source["configs"] if c in kept]
         if mine:
             sources.append({**source, "configs": mine})

@@ -87,7 +87,7 @@ def generous_lines(meta):
 def kept_note(meta):
     """Sentences naming the rows taken from earlier comparisons (--keep) and where they were measured."""
     lines, kept = [], meta.get("kept") or []
-    for source in [kept] if isinstance(kept, dict) else kept:
+    for source in kept:
         names = ", ".join(LABELS.get(c, c) for c in source["configs"])
         lines += [f"Rows kept from an earlier comparison in the same folder (same settings and base model): {names}, "
                   f"measured by `{source['command']}` (wall time {source['wall_s'] / 60:.1f} min).", ""]
