@@ -9,7 +9,8 @@ ZeRO-2 offload GA=1 with 4 backward() calls and the boundary set; GA=1 with 4 ba
 the boundary never set (manual accumulation, OpenRLHF's dynamic batching), ZeRO-1/2, with and
 without offload; ZeRO-2 without offload GA 4 fp32 and GA 8 bf16 (DeepSpeed #7718); ZeRO-1 bf16 with fp32
 accumulation (what asks for BF16_Optimizer); with --cpu-adam, DeepSpeed's own offload optimizer
-(DeepSpeedCPUAdam) against torch Adam, in fp32 and with fp16 master weights.
+(DeepSpeedCPUAdam) against torch Adam, in fp32 and with fp16 master weights. With --ranks 2 every
+case runs on two gloo ranks (#7985 needs two: `--ranks 2 --only fp32-accum`).
 A cell is "ok" when at every step every micro-batch weight is within 0.01 of 1 (and, in fp32, the
 parameters match plain PyTorch within 1e-6); "leak" when a step's update carries what no
 micro-batch of that step explains; otherwise the weights of the worst step.
@@ -30,7 +31,7 @@ from sftrl_patches.probes import case_is_correct, run_child  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def matrix_cases(steps, cpu_adam=False):
+def matrix_cases(steps, cpu_adam=False, ranks=1):
     cases = []
     for stage in (1, 2):
         for dtype in ("fp32", "bf16"):
@@ -54,6 +55,8 @@ def matrix_cases(steps, cpu_adam=False):
                       "steps": steps})
         cases.append({"label": "Z2 DeepSpeedCPUAdam fp16 master weights GA4", "stage": 2, "ga": 4, "dtype": "fp16",
                       "master_weights": "fp16", "optimizer": "deepspeed_adam", "steps": steps})
+    if ranks > 1:  # labels of their own, so that one-rank and several-rank matrices can be summarised together
+        cases = [dict(case, label=f"{case['label']}, {ranks} ranks") for case in cases]
     return cases
 
 
@@ -87,6 +90,7 @@ GROUPS = [
      ("Z1 no-offload GA1x4 backward, no boundary", "Z2 no-offload GA1x4 backward, no boundary")),
     ("ZeRO-2 no offload GA 4 fp32 / GA 8 bf16 (#7718)", ("Z2 no-offload GA4", "Z2 no-offload bf16 GA8")),
     ("ZeRO-1 bf16, fp32 accumulation, one rank (#7788)", ("Z1 no-offload bf16 fp32-accum GA4",)),
+    ("ZeRO-1 bf16, fp32 accumulation, two ranks (#7985)", ("Z1 no-offload bf16 fp32-accum GA4, 2 ranks",)),
     ("DeepSpeedCPUAdam, ZeRO-2 offload GA 4, fp32 / fp16 master weights, against torch Adam",
      ("Z2 DeepSpeedCPUAdam GA4", "Z2 DeepSpeedCPUAdam fp16 master weights GA4")),
 ]
@@ -132,12 +136,12 @@ def patch_states(states):
     return ", ".join(patched) or "none applies"
 
 
-def run_release(version, cases, timeout):
+def run_release(version, cases, timeout, ranks=1):
     env = deepspeed_releases.child_env(version)
     row = {"version": version}
     for label, patched in (("unpatched", False), ("patched", True)):
         try:
-            row[label] = run_child(cases, patched=patched, timeout=timeout, env=env)
+            row[label] = run_child(cases, patched=patched, nprocs=ranks, timeout=timeout, env=env)
         except Exception as exc:  # one broken release must not stop the matrix
             row[label] = {"error": str(exc)[-1500:]}
     return row
@@ -146,7 +150,8 @@ def run_release(version, cases, timeout):
 def to_markdown(rows, cases, meta):
     labels = [c["label"] for c in cases]
     lines = [f"# DeepSpeed probe matrix", "",
-             f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, one rank, {meta['accelerator']} accelerator, "
+             f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {_ranks_text(meta.get('ranks', 1))}, "
+             f"{meta['accelerator']} accelerator, "
              f"{meta['steps']} SGD steps per case. Command: `{meta['command']}` ({meta['wall_minutes']} min).", "",
              "A cell is `ok` when at every step every micro-batch reached the optimizer with weight 1 (±0.01; fp32 "
              "also parameters within 1e-6 of plain PyTorch), `leak` when a step's update carries gradients no "
@@ -165,6 +170,10 @@ def to_markdown(rows, cases, meta):
     return "\n".join(lines) + "\n"
 
 
+def _ranks_text(ranks):
+    return "one rank" if ranks == 1 else f"{ranks} gloo ranks"
+
+
 def _accelerator(rows):
     names = {row[side].get("accelerator") for row in rows for side in ("unpatched", "patched")} - {None}
     return ", ".join(sorted(names)) or "unknown"
@@ -179,6 +188,9 @@ def main(argv=None):
     parser.add_argument("--cpu-adam", action="store_true",
                         help="add the cases with DeepSpeed's own offload optimizer (DeepSpeedCPUAdam) against torch Adam "
                              "(JIT-builds it once per release, about a minute each)")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="gloo ranks per run (2 for #7985; ZeRO-1/2 steps crash with two CPU ranks on "
+                             "0.18.7-0.18.9, #7828, so pair it with --only fp32-accum there)")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="run only the cases whose label contains TEXT (e.g. DeepSpeedCPUAdam)")
     parser.add_argument("--name", default="deepspeed_matrix", help="file name of the results, without extension")
@@ -194,24 +206,27 @@ def main(argv=None):
         print(summary(matrices), end="")
         return 0
     versions = args.versions or deepspeed_releases.available_releases()
-    cases = [case for case in matrix_cases(args.steps, args.cpu_adam) if args.only is None or args.only in case["label"]]
+    if args.ranks < 1:
+        parser.error("--ranks must be at least 1")
+    cases = [case for case in matrix_cases(args.steps, args.cpu_adam, args.ranks) if args.only is None or args.only in case["label"]]
     if not cases:
         parser.error(f"--only {args.only!r} matches no case")
     started = time.time()
     rows = []
     for version in versions:
         deepspeed_releases.install(version)
-        row = run_release(version, cases, args.timeout)
+        row = run_release(version, cases, args.timeout, args.ranks)
         rows.append(row)
         print(f"{version}: " + (" ".join(f"{cell(u)}/{cell(p)}" for u, p in zip(row["unpatched"].get("results", []),
                                                                                row["patched"].get("results", [])))
                                 or "probe failed"), flush=True)
     from importlib import metadata
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "torch": metadata.version("torch"), "steps": args.steps, "accelerator": _accelerator(rows),
+            "torch": metadata.version("torch"), "steps": args.steps, "ranks": args.ranks, "accelerator": _accelerator(rows),
             "command": "python benchmarks/deepspeed_matrix.py" + (f" --versions {' '.join(args.versions)}"
                                                                    if args.versions else "")
                        + (" --cpu-adam" if args.cpu_adam else "")
+                       + (f" --ranks {args.ranks}" if args.ranks > 1 else "")
                        + (f" --only {args.only}" if args.only else "")
                        + (f" --name {args.name}" if args.name != "deepspeed_matrix" else ""),
             "wall_minutes": round((time.time() - started) / 60, 1)}

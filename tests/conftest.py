@@ -13,7 +13,7 @@ import deepspeed_releases  # noqa: E402
 
 AFFECTED = os.environ.get("SFTRL_TEST_DS_AFFECTED", "0.18.9")
 FIXED = os.environ.get("SFTRL_TEST_DS_FIXED", "0.19.8")
-MULTI_RANK = os.environ.get("SFTRL_TEST_DS_MULTI_RANK", "0.18.6")  # 0.18.7-0.18.9 crash with 2 CPU ranks (#7828)
+MULTI_RANK = os.environ.get("SFTRL_TEST_DS_MULTI_RANK", "0.18.6")  # ZeRO-1/2 steps crash with 2 CPU ranks on 0.18.7-0.18.9 (#7828)
 WINDOW_7718 = os.environ.get("SFTRL_TEST_DS_7718", "0.17.6")
 
 TOY_SOURCE = textwrap.dedent('''

@@ -168,9 +168,11 @@ CASES_7985 = [{"label": f"Z1 bf16 fp32-accum GA{ga}", "stage": 1, "ga": ga, "off
                "grad_accum_dtype": "fp32", "steps": 3} for ga in (1, 4)]
 
 
-def test_bf16_optimizer_last_micro_batch_is_averaged_over_ranks_only_when_patched():
-    """#7985 on two gloo ranks (MULTI_RANK, 0.18.6): bf16 + ZeRO-1 + fp32 grad_accum_dtype is BF16_Optimizer."""
-    env = require_release(MULTI_RANK)
+@pytest.mark.parametrize("version", [MULTI_RANK, AFFECTED])
+def test_bf16_optimizer_last_micro_batch_is_averaged_over_ranks_only_when_patched(version):
+    """#7985 on two gloo ranks (0.18.6, and the paper's 0.18.9: #7828's two-rank crash is in the ZeRO
+    optimizer's step, which BF16_Optimizer does not run): bf16 + ZeRO-1 + fp32 grad_accum_dtype."""
+    env = require_release(version)
     unpatched = _by_label(run_child(CASES_7985, patched=False, nprocs=2, env=env))
     patched_run = run_child(CASES_7985, patched=True, nprocs=2, env=env)
     assert patched_run["patches"]["deepspeed-bf16-last-micro-batch-7985"] == "patched"
@@ -317,3 +319,13 @@ def test_matrix_summary_merges_matrices_and_names_the_worst_cell():
     assert lines[2].startswith("| 0.18.9 | offload-ga-drop | **wrong** → ok | – | ")
     assert "| **crash** → ok |" in lines[2] and lines[2].endswith("| **wrong** → ok |")  # #7718 group, then CPU Adam
     assert lines[3].startswith("| 0.19.8 | none applies | ok → ok |") and lines[3].endswith("| – |")
+
+
+def test_every_summary_column_names_cases_the_matrix_runs():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import deepspeed_matrix
+    labels = {case["label"] for ranks in (1, 2) for case in deepspeed_matrix.matrix_cases(3, cpu_adam=True, ranks=ranks)}
+    for title, group in deepspeed_matrix.GROUPS:
+        assert set(group) <= labels, (title, set(group) - labels)

@@ -211,6 +211,9 @@ def test_llamafactory_rows_give_its_deepspeed_bound_against_the_windows_and_warn
     assert rows["llamafactory"]["level"] == "ok"
     assert "allows deepspeed>=0.10.0,<=0.18.4" in rows["llamafactory"]["summary"]
     assert "deepspeed-offload-ga-drop (>=0.15.2,<=0.18.4)" in rows["llamafactory"]["summary"]
+    # a warning row reachable under the cap: bf16 + ZeRO-1 + fp32 accumulation gets a 65536th of each update
+    assert "run-time options, of" in rows["llamafactory"]["summary"]
+    assert "deepspeed-bf16-unfused-65536-7788 (>=0.18.3,<=0.18.4)" in rows["llamafactory"]["summary"]
     multimodal = rows["llamafactory-multimodal-loss-7448"]
     assert multimodal["state"] == "affected-no-patch" and multimodal["level"] == "warn"
     assert "a multimodal model" in multimodal["conditions"]

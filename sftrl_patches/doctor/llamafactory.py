@@ -23,12 +23,13 @@ def deepspeed_cap(version_text):
     return None
 
 
-def windows_inside(cap, patches):
-    """[(patch name, 'low-cap')] for each DeepSpeed record whose affected range overlaps [LOWEST, cap]."""
+def windows_inside(cap, patches, advisory=False):
+    """[(patch name, 'low-cap')] for each DeepSpeed record whose affected range overlaps [LOWEST, cap]:
+    the records that always apply, or (advisory=True) those that need a run-time option to apply."""
     found = []
     top = Version(cap)
     for patch in patches:
-        if patch.distribution != "deepspeed" or patch.advisory:
+        if patch.distribution != "deepspeed" or bool(patch.advisory) != advisory:
             continue
         low = patch.affected.low or Version(LOWEST)
         low = max(low, Version(LOWEST))
@@ -51,6 +52,9 @@ def row(installed, patches):
     summary = f"llamafactory {installed} allows deepspeed>={LOWEST},<={cap}"
     if inside:
         summary += "; inside the windows of " + ", ".join(f"{name} ({span})" for name, span in inside)
+    optional = windows_inside(cap, patches, advisory=True)
+    if optional:
+        summary += ("; with some run-time options, of " + ", ".join(f"{name} ({span})" for name, span in optional))
     details = ["the DeepSpeed rows above say whether the installed release is affected and patched",
                "multimodal SFT: see llamafactory-multimodal-loss-7448"]
     return "info", summary, details
