@@ -12,8 +12,10 @@ accumulation (what asks for BF16_Optimizer); with --cpu-adam, DeepSpeed's own of
 (DeepSpeedCPUAdam) against torch Adam, in fp32 and with fp16 master weights. With --ranks 2 every
 case runs on two gloo ranks (#7985 needs two: `--ranks 2 --only fp32-accum`).
 A cell is "ok" when at every step every micro-batch weight is within 0.01 of 1 (and, in fp32, the
-parameters match plain PyTorch within 1e-6); "leak" when a step's update carries what no
-micro-batch of that step explains; otherwise the weights of the worst step.
+parameters match plain PyTorch within 1e-6); "uneven" when already the first step's update is no
+one weight per micro-batch (parts of the parameters weighted differently); "leak" when a later
+step's update carries what no micro-batch of that step explains; otherwise the weights of the worst
+step.
 """
 import argparse
 import json
@@ -68,6 +70,8 @@ def cell(result):
     if result["weights"] and max(abs(w) for w in result["weights"]) < 0.01:
         # next to nothing arrives (0.18.3-0.18.4's update / 65536): rounding, not a leak, is what is left over
         return _weights_text(result["weights"])
+    if result["steps"] and result["steps"][0].get("residual", 0.0) > 0.01:
+        return "uneven"  # already the first step: parts of the parameters took different weights (#7985)
     if max(step.get("residual", 0.0) for step in result["steps"]) > 0.01:
         return "leak"  # later steps carry gradients of earlier ones
     if not result["weights"]:  # an Adam case: no weights to fit, the trajectory is off by this much
@@ -97,10 +101,10 @@ GROUPS = [
 
 
 def group_state(cells):
-    """One word for a group of cells: ok, crash, leak, wrong, or – when none was measured."""
+    """One word for a group of cells: ok, crash, leak, uneven, wrong, or – when none was measured."""
     if not cells:
         return "–"
-    for word in ("crash", "error", "leak"):
+    for word in ("crash", "error", "leak", "uneven"):
         if word in cells:
             return f"**{word}**"
     return "ok" if all(c == "ok" for c in cells) else "**wrong**"
@@ -154,9 +158,10 @@ def to_markdown(rows, cases, meta):
              f"{meta['accelerator']} accelerator, "
              f"{meta['steps']} SGD steps per case. Command: `{meta['command']}` ({meta['wall_minutes']} min).", "",
              "A cell is `ok` when at every step every micro-batch reached the optimizer with weight 1 (±0.01; fp32 "
-             "also parameters within 1e-6 of plain PyTorch), `leak` when a step's update carries gradients no "
-             "micro-batch of that step explains (over 1%), `crash` when the step raised, else the weights of the "
-             "worst step. Each cell: unpatched / patched; `patched` lists the patches applied.", "",
+             "also parameters within 1e-6 of plain PyTorch), `uneven` when already the first step's update is no one "
+             "weight per micro-batch (over 1% unexplained: parts of the parameters weighted differently), `leak` "
+             "when a later step's update carries gradients no micro-batch of that step explains (over 1%), `crash` "
+             "when the step raised, else the weights of the worst step. Each cell: unpatched / patched; `patched` lists the patches applied.", "",
              "| release | patched | " + " | ".join(labels) + " |",
              "|---|---|" + "---|" * len(labels)]
     for row in rows:

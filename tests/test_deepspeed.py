@@ -329,3 +329,18 @@ def test_every_summary_column_names_cases_the_matrix_runs():
     labels = {case["label"] for ranks in (1, 2) for case in deepspeed_matrix.matrix_cases(3, cpu_adam=True, ranks=ranks)}
     for title, group in deepspeed_matrix.GROUPS:
         assert set(group) <= labels, (title, set(group) - labels)
+
+
+def test_matrix_cell_tells_a_leak_across_steps_from_an_uneven_first_step():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import deepspeed_matrix
+
+    def result(residuals):
+        steps = [{"weights": [1.0, 1.0], "max_param_diff": 0.1, "residual": r} for r in residuals]
+        return {"case": {"dtype": "bf16"}, "weights": [1.0, 1.0], "max_param_diff": 0.1, "residual": residuals[-1],
+                "steps": steps}
+    assert deepspeed_matrix.cell(result([0.0, 0.3, 0.4])) == "leak"      # 0.19.x manual accumulation with offload
+    assert deepspeed_matrix.cell(result([0.2, 0.2, 0.3])) == "uneven"    # #7985: each rank's own last micro-batch
+    assert deepspeed_matrix.group_state(["ok", "uneven"]) == "**uneven**"
