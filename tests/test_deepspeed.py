@@ -344,3 +344,21 @@ def test_matrix_cell_tells_a_leak_across_steps_from_an_uneven_first_step():
     assert deepspeed_matrix.cell(result([0.0, 0.3, 0.4])) == "leak"      # 0.19.x manual accumulation with offload
     assert deepspeed_matrix.cell(result([0.2, 0.2, 0.3])) == "uneven"    # #7985: each rank's own last micro-batch
     assert deepspeed_matrix.group_state(["ok", "uneven"]) == "**uneven**"
+
+
+def test_the_supported_releases_table_in_the_docs_is_the_committed_matrix():
+    """docs/patches.md's table must be what its own --summary command prints from benchmarks/results/."""
+    import os
+    import re
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "benchmarks"))
+    import deepspeed_matrix
+    with open(os.path.join(root, "docs", "patches.md")) as handle:
+        docs = handle.read()
+    names = re.search(r"python benchmarks/deepspeed_matrix\.py --summary ([\w ]+)`", docs).group(1).split()
+    matrices = []
+    for name in names:
+        with open(os.path.join(deepspeed_matrix.RESULTS, name + ".json")) as handle:
+            matrices.append(json.load(handle))
+    assert deepspeed_matrix.summary(matrices) in docs
