@@ -1,9 +1,11 @@
 """The patches against real DeepSpeed releases on the CPU accelerator (one folder per release)."""
 import json
+import os
 
 import pytest
 
-from conftest import AFFECTED, FIXED, MULTI_RANK, WINDOW_7718, last_json, require_release, run_python
+import deepspeed_matrix  # benchmarks/, which conftest puts on the path
+from conftest import AFFECTED, FIXED, MULTI_RANK, ROOT, WINDOW_7718, last_json, require_release, run_python
 from sftrl_patches.probes import case_is_correct, run_child
 
 GA_CASES = [{"label": f"Z2 GA{ga} overlap={oc}", "stage": 2, "ga": ga, "overlap_comm": oc, "steps": 2}
@@ -300,10 +302,6 @@ def test_low_precision_master_weights_branch_equals_the_upstream_fix(dtype, rele
 
 
 def test_matrix_summary_merges_matrices_and_names_the_worst_cell():
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    import deepspeed_matrix
     ok = {"case": {"dtype": "fp32"}, "weights": [1.0, 1.0], "max_param_diff": 0.0, "residual": 0.0,
           "steps": [{"weights": [1.0, 1.0], "max_param_diff": 0.0, "residual": 0.0}]}
     dropped = {**ok, "weights": [1.0, 0.0], "steps": [{"weights": [1.0, 0.0], "max_param_diff": 0.1, "residual": 0.0}]}
@@ -322,20 +320,12 @@ def test_matrix_summary_merges_matrices_and_names_the_worst_cell():
 
 
 def test_every_summary_column_names_cases_the_matrix_runs():
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    import deepspeed_matrix
     labels = {case["label"] for ranks in (1, 2) for case in deepspeed_matrix.matrix_cases(3, cpu_adam=True, ranks=ranks)}
     for title, group in deepspeed_matrix.GROUPS:
         assert set(group) <= labels, (title, set(group) - labels)
 
 
 def test_matrix_cell_tells_a_leak_across_steps_from_an_uneven_first_step():
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    import deepspeed_matrix
 
     def result(residuals):
         steps = [{"weights": [1.0, 1.0], "max_param_diff": 0.1, "residual": r} for r in residuals]
@@ -348,13 +338,8 @@ def test_matrix_cell_tells_a_leak_across_steps_from_an_uneven_first_step():
 
 def test_the_supported_releases_table_in_the_docs_is_the_committed_matrix():
     """docs/patches.md's table must be what its own --summary command prints from benchmarks/results/."""
-    import os
     import re
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, os.path.join(root, "benchmarks"))
-    import deepspeed_matrix
-    with open(os.path.join(root, "docs", "patches.md")) as handle:
+    with open(os.path.join(ROOT, "docs", "patches.md")) as handle:
         docs = handle.read()
     names = re.search(r"python benchmarks/deepspeed_matrix\.py --summary ([\w ]+)`", docs).group(1).split()
     matrices = []
