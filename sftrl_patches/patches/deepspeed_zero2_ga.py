@@ -88,6 +88,11 @@ ZERO2_GA_7718 = Patch(
     links=("https://github.com/deepspeedai/DeepSpeed/issues/7718",
            "https://github.com/deepspeedai/DeepSpeed/pull/7665 (fix, 0.18.3)",
            "https://github.com/huggingface/trl/issues/4540"),
+    effect=("measured with the probe, 3 SGD steps, on every release 0.15.1-0.19.8 "
+            "(benchmarks/results/deepspeed_matrix.md, one rank) and on 0.17.6 with one and two gloo ranks, GA 2/4/8 "
+            "(tests/test_deepspeed.py): ZeRO-2 without offload, GA 4 fp32 and GA 8 bf16, on 0.17.6-0.18.2 weights "
+            "[0,...,0,1] at every step (parameters 0.09-0.16 off plain PyTorch); patched, every weight 1 and "
+            "the fp32 parameters equal to plain PyTorch's; 0.15.1-0.17.5 and 0.18.3-0.19.8 are right"),
     remediation="Upgrade to deepspeed>=0.18.3, or keep `import sftrl_patches` active in every training process.",
 )
 
