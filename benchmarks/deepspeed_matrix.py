@@ -83,7 +83,7 @@ def _weights_text(weights):
     return "[" + ",".join(f"{w:.2g}" for w in weights) + "]"
 
 
-# The summary in docs/patches.md: case groups of the matrix (and of the DeepSpeedCPUAdam matrix), one column each.
+# The summary in docs/patches.md: case groups of the matrices (one rank, DeepSpeedCPUAdam, two ranks), one column each.
 GROUPS = [
     ("ZeRO-2 offload GA 4/8, fp32+bf16", ("Z2 fp32 GA4", "Z2 fp32 GA8", "Z2 bf16 GA4", "Z2 bf16 GA8")),
     ("ZeRO-1 offload GA 4/8, fp32+bf16", ("Z1 fp32 GA4", "Z1 fp32 GA8", "Z1 bf16 GA4", "Z1 bf16 GA8")),
@@ -132,6 +132,15 @@ def summary(matrices):
             columns.append("–" if before == "–" else f"{before} → {after}")
         lines.append(f"| {version} | {entry['patched']} | " + " | ".join(columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def load_matrices(names, folder=RESULTS):
+    """The committed results `folder`/NAME.json of each name, in order."""
+    matrices = []
+    for name in names:
+        with open(os.path.join(folder, name + ".json")) as handle:
+            matrices.append(json.load(handle))
+    return matrices
 
 
 def patch_states(states):
@@ -204,11 +213,7 @@ def main(argv=None):
                              "deepspeed_matrix_cpu_adam) and run nothing")
     args = parser.parse_args(argv)
     if args.summary:
-        matrices = []
-        for name in args.summary:
-            with open(os.path.join(args.out, name + ".json")) as handle:
-                matrices.append(json.load(handle))
-        print(summary(matrices), end="")
+        print(summary(load_matrices(args.summary, args.out)), end="")
         return 0
     versions = args.versions or deepspeed_releases.available_releases()
     if args.ranks < 1:

@@ -326,7 +326,6 @@ def test_every_summary_column_names_cases_the_matrix_runs():
 
 
 def test_matrix_cell_tells_a_leak_across_steps_from_an_uneven_first_step():
-
     def result(residuals):
         steps = [{"weights": [1.0, 1.0], "max_param_diff": 0.1, "residual": r} for r in residuals]
         return {"case": {"dtype": "bf16"}, "weights": [1.0, 1.0], "max_param_diff": 0.1, "residual": residuals[-1],
@@ -342,8 +341,4 @@ def test_the_supported_releases_table_in_the_docs_is_the_committed_matrix():
     with open(os.path.join(ROOT, "docs", "patches.md")) as handle:
         docs = handle.read()
     names = re.search(r"python benchmarks/deepspeed_matrix\.py --summary ([\w ]+)`", docs).group(1).split()
-    matrices = []
-    for name in names:
-        with open(os.path.join(deepspeed_matrix.RESULTS, name + ".json")) as handle:
-            matrices.append(json.load(handle))
-    assert deepspeed_matrix.summary(matrices) in docs
+    assert deepspeed_matrix.summary(deepspeed_matrix.load_matrices(names)) in docs
