@@ -50,11 +50,10 @@ def row(installed, patches):
                                    f"(checked 0.9.0-{VERIFIED_THROUGH})"), []
     inside = windows_inside(cap, patches)
     summary = f"llamafactory {installed} allows deepspeed>={LOWEST},<={cap}"
-    if inside:
-        summary += "; inside the windows of " + ", ".join(f"{name} ({span})" for name, span in inside)
-    optional = windows_inside(cap, patches, advisory=True)
-    if optional:
-        summary += ("; with some run-time options, of " + ", ".join(f"{name} ({span})" for name, span in optional))
+    for lead, windows in (("inside the windows of", inside),
+                          ("with some run-time options, of", windows_inside(cap, patches, advisory=True))):
+        if windows:
+            summary += f"; {lead} " + ", ".join(f"{name} ({span})" for name, span in windows)
     details = ["the DeepSpeed rows above say whether the installed release is affected and patched",
                "multimodal SFT: see llamafactory-multimodal-loss-7448"]
     return "info", summary, details
