@@ -164,7 +164,10 @@ def measure_same_process(name, steps, blocks, width=512, rows=8):
             "exit_code": result["exit_code"]}
 
 
-def epilogue_wrapper_cost_us(calls=100_000, repeats=7):
+WRAPPER_CALLS, WRAPPER_REPEATS = 100_000, 7
+
+
+def epilogue_wrapper_cost_us(calls=WRAPPER_CALLS, repeats=WRAPPER_REPEATS):
     """What the #7985 wrapper adds to one backward() beyond the work it reorders: its own Python, timed
     around stand-ins whose epilogue does nothing (best of `repeats`, per call, in microseconds)."""
     import timeit
@@ -326,7 +329,8 @@ def to_markdown(r):
     if wrapper_us is not None and bf16:
         share = 8 * wrapper_us / (1000 * bf16["patched_ms"])
         lines += [f"bf16-last-micro-batch-7985's wrapper adds {wrapper_us:.2f} µs of its own Python to each "
-                  f"backward() (timed around stand-ins whose epilogue does nothing; best of 7 × 100,000 calls): "
+                  f"backward() (timed around stand-ins whose epilogue does nothing; best of {WRAPPER_REPEATS} × "
+                  f"{WRAPPER_CALLS:,} calls): "
                   f"{8 * wrapper_us:.1f} µs per 8-micro-batch step, {100 * share:.3f}% of the "
                   f"{bf16['patched_ms']:.2f} ms step above. The rest of what it runs is 0.19.0's own work in 0.19.0's "
                   "order.", ""]
