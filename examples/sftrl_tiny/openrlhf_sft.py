@@ -18,7 +18,7 @@ import runpy
 import sys
 
 from .loading import load_rows
-from .run_files import run_facts
+from .run_files import run_facts, shut_down_process_group
 
 
 def parse_args(argv=None):
@@ -118,9 +118,7 @@ def main(argv=None):
     if not dist.is_initialized() or dist.get_rank() == 0:
         with open(os.path.join(args.out, "run.json"), "w", encoding="utf-8") as handle:
             json.dump(facts, handle, indent=2)
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    shut_down_process_group()
     return 0
 
 

@@ -21,6 +21,17 @@ def step_logger(path):
     return StepLogger()
 
 
+def shut_down_process_group():
+    """Every rank leaves the gloo/NCCL group together. Left to the interpreter's exit, one rank can tear
+    it down while the other still uses it: CI saw a two-rank GRPO run abort that way after training
+    ("terminate called without an active exception"). Not imported from sftrl_patches' probe, which
+    does the same, because importing sftrl_patches here would install its patches in every run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_facts():
     """What this process actually ran with: read after training, from inside it."""
     facts = {"deepspeed": None, "patches": {}, "SFTRL_PATCHES_DISABLE": os.environ.get("SFTRL_PATCHES_DISABLE")}
@@ -52,10 +63,11 @@ def start(args, to_example):
 
 def train_and_save(trainer, tokenizer, args, extra=None):
     """Train, then save the model (every rank: DeepSpeed gathers), the tokenizer and run.json (main rank);
-    `extra()` adds facts known only after training."""
+    `extra()` adds facts known only after training. Every rank then leaves the process group together."""
     trainer.train()
     trainer.save_model(args.out)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.out)
         with open(os.path.join(args.out, "run.json"), "w", encoding="utf-8") as handle:
             json.dump({"args": vars(args), **run_facts(), **(extra() if extra else {})}, handle, indent=2)
+    shut_down_process_group()
