@@ -237,11 +237,11 @@ def run_actor(strategy, base_model, rank):
 def write_on_rank_0(result, path):
     """Rank 0 writes the result; every rank waits for it, then all leave the gloo group together (left to
     the interpreter's exit, one rank can abort tearing it down while the other still uses it)."""
+    from sftrl_patches.probes.deepspeed_offload import shut_down_process_group
     if dist.get_rank() == 0:
         with open(path, "w") as handle:
             json.dump(result, handle, indent=1)
-    dist.barrier()
-    dist.destroy_process_group()
+    shut_down_process_group()
 
 
 def main():
