@@ -45,6 +45,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],  # in the sdist (with MANIFEST.in) and in the wheel's .dist-info
     python_requires=">=3.9",
     packages=find_packages(include=["sftrl_patches", "sftrl_patches.*"]),
     py_modules=["_sftrl_patches_autoload"],
@@ -54,7 +55,9 @@ setup(
         # torch itself is left to the user: pin the build that matches your hardware.
         "probe": ["torch", "deepspeed", "einops", "hjson", "msgpack", "ninja", "numpy", "psutil",
                   "py-cpuinfo", "pydantic", "tqdm"],
-        "test": ["pytest>=7", "packaging"],
+        # YAML configs for `sftrl-doctor audit` (sftrl_patches/audit/inputs.py imports yaml only then)
+        "audit": ["pyyaml"],
+        "test": ["pytest>=7", "packaging", "pyyaml"],
         # examples/sftrl_tiny and examples/recipes (TRL path); DeepSpeed comes from "probe"
         "demo": ["trl==1.16.0", "transformers>=4.56.2", "accelerate", "datasets", "tokenizers", "math-verify",
                  "matplotlib"],
