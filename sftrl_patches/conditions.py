@@ -6,7 +6,7 @@ the doctor shows as `when:`, so the text and the test are one thing.
 """
 from ._version import parse
 
-# field -> how a reviewer reads it. Values are normalised by sftrl_patches.audit.describe.
+# field -> how a reviewer reads it. Values are normalised by the readers in sftrl_patches.run.
 FIELDS = {
     "trainer": "the training loop",                     # openrlhf-sft, openrlhf-ppo, trl, transformers, llamafactory, deepspeed
     "zero_stage": "ZeRO stage",                         # 0-3
@@ -23,6 +23,9 @@ FIELDS = {
     "critic": "a critic model",
     "multimodal": "a multimodal model",
     "loss_agg_mode": "loss aggregation mode",
+    "tensor_parallel_size": "DeepSpeed tensor parallel size",
+    "ring_attn_size": "ring attention size",
+    "policy_loss_type": "policy loss type",
 }
 
 ACCUMULATION = {

@@ -79,7 +79,7 @@ class Patch:
 
     def __init__(self, name, title, distribution, affected, fixed_in=None, verified_through=None, targets=(),
                  when=None, links=(), remediation="", no_patch_reason="", requires=(), advisory=False,
-                 effect="", impact=""):
+                 effect="", impact="", covers=None):
         self.name = name
         self.title = title
         self.distribution = distribution
@@ -95,6 +95,7 @@ class Patch:
         self.advisory = advisory                  # the bug needs a run-time option we cannot see: warn, not fail
         self.effect = effect                      # what an unpatched run under `conditions` gets, measured
         self.impact = impact                      # the same for one run, str.format over its description
+        self.covers = covers                      # conditions.Predicate: where the wrapper acts (None: every hit run)
 
     @property
     def conditions(self):
@@ -135,6 +136,16 @@ def installed_version(distribution):
         return None, False
     except Exception:  # broken metadata: installed, version unknown
         return None, True
+
+
+# Distributions whose versions matter to some record or to how a run is read.
+KNOWN_DISTRIBUTIONS = ("torch", "deepspeed", "openrlhf", "trl", "transformers", "accelerate", "llamafactory")
+
+
+def installed_versions():
+    """The known distributions installed here, read from metadata (the audit, the doctor's header, the run report)."""
+    versions = {dist: installed_version(dist)[0] for dist in KNOWN_DISTRIBUTIONS}
+    return {dist: version for dist, version in versions.items() if version}
 
 
 def version_verdict(patch, version_text):
@@ -258,6 +269,20 @@ class Registry:
         self._status = {}
         self._reverted = set()  # reverted on request: the import hook leaves these alone
         self._lock = _thread.RLock()
+
+    def check_switches(self):
+        """Say when SFTRL_PATCHES_DISABLE names a patch that does not exist: one warning on the
+        `sftrl_patches` logger (which reaches stderr through logging's last-resort handler where
+        logging is not configured, as every warning of this package does); PatchError in strict mode."""
+        try:
+            message = _config.unknown_disabled_message(self.patches)
+        except Exception:  # never break the importing program over a switch
+            return None
+        if message and _config.strict():
+            raise PatchError(message)
+        if message:
+            _logger().warning(message)
+        return message
 
     def arm(self, finder):
         """Watch every target module with the import hook; applies at once to those already imported."""

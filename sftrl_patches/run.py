@@ -1,16 +1,43 @@
-"""From configs, flags and versions to one normalised run description (sftrl_patches.conditions.FIELDS).
+"""One normalised description of a training run, and the readers that build it.
 
-Each framework's settings are read the way that framework reads them, and every fact keeps where
-it came from. The same readers serve the run-time report (sftrl_patches.runtime_report), which
-hands them the live DeepSpeed config and OpenRLHF's parsed arguments.
+A run description is a plain dict (fields in sftrl_patches.conditions.FIELDS): what the run's configs,
+flags and live objects say, each fact with where it came from. Every record's `when` predicate is
+evaluated over it, by the audit of a run made elsewhere (sftrl_patches.audit), by the doctor and by
+the line a training job prints at run time (sftrl_patches.runtime_report): one description, one set
+of readers, read the way each framework reads its own settings.
+
+What a reader does not understand (an unknown entry point or launcher, a key or flag it does not
+know) is kept as doubt: the fields it could change are withheld, named with the reason, so that
+the verdicts that need them say `unknown`, never a guess. A misspelling the framework itself
+would refuse is an InputError.
+
+Stdlib only; nothing here imports the registry, the patches or a target library.
 """
-from .inputs import InputError
+import difflib
+
+
+class InputError(ValueError):
+    """Bad or unreadable input: one line, naming the file and the field."""
+
 
 _DTYPES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "torch.float32": "fp32",
            "fp16": "fp16", "float16": "fp16", "half": "fp16", "torch.float16": "fp16",
            "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16"}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", "none", ""}
+
+# The facts DeepSpeed's own settings decide; a DeepSpeed setting not understood withholds them all.
+DEEPSPEED_FIELDS = ("zero_stage", "offload_optimizer", "gradient_accumulation_steps", "micro_batches_per_step",
+                    "accumulation", "precision", "grad_accum_dtype", "immediate_grad_update")
+# The facts a training loop decides; an entry point not understood withholds them (and DeepSpeed's).
+TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_parallel", "dynamic_batch",
+                  "critic", "multimodal", "loss_agg_mode") + DEEPSPEED_FIELDS
+
+# The order a description is shown in (text and JSON).
+RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
+             "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
+             "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
+             "tensor_parallel_size", "ring_attn_size", "sftrl_patches")
 
 
 class RunBuilder:
@@ -19,11 +46,19 @@ class RunBuilder:
     def __init__(self):
         self.facts = {}
         self.sources = {}
+        self.unclear = {}   # field -> why it is withheld (what was not understood)
 
     def offer(self, field, value, source):
-        if value is not None and field not in self.facts:
+        if value is not None and field not in self.facts and field not in self.unclear:
             self.facts[field] = value
             self.sources[field] = source
+
+    def doubt(self, fields, reason):
+        """Withhold `fields` (whatever offers them, before or after): `reason` says what was not understood."""
+        for field in fields:
+            self.facts.pop(field, None)
+            self.sources.pop(field, None)
+            self.unclear.setdefault(field, reason)
 
     def derive_engine_steps(self):
         """DeepSpeed counts micro-batches whenever its GA is above 1; counted by the engine, a step is GA of them."""
@@ -34,7 +69,50 @@ class RunBuilder:
             self.offer("micro_batches_per_step", ga, self.sources["gradient_accumulation_steps"])
 
     def description(self, versions):
-        return dict(self.facts, versions=dict(versions), sources=dict(self.sources))
+        run = dict(self.facts, versions=dict(versions), sources=dict(self.sources))
+        if self.unclear:
+            run["unclear"] = dict(self.unclear)
+        return run
+
+
+def summary(run):
+    """The description in one line: "openrlhf-sft, ZeRO-2, offload cpu, GA 8, ..."."""
+    labels = {"trainer": "{}", "zero_stage": "ZeRO-{}", "offload_optimizer": "offload {}",
+              "gradient_accumulation_steps": "GA {}", "data_parallel_size": "{} data-parallel rank(s)",
+              "precision": "{}", "accumulation": "accumulation: {}", "dynamic_batch": "dynamic batching {}",
+              "critic": "critic {}", "tensor_parallel_size": "tensor parallel {}",
+              "ring_attn_size": "ring attention {}"}
+    parts = []
+    for key, label in labels.items():
+        if key in run:
+            value = run[key]
+            value = ("on" if value else "off") if isinstance(value, bool) else value
+            parts.append(label.format(value))
+    text = ", ".join(parts) or "nothing known"
+    if run.get("unclear"):
+        text += f"; not understood: {len(set(run['unclear'].values()))} thing(s), see `unknown`"
+    return text
+
+
+def closest(name, known):
+    """The known name `name` is most likely a misspelling of, or None."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.85)
+    return match[0] if match else None
+
+
+def unknown_keys(mapping, known, where, framework, refuses=True):
+    """Keys of `mapping` not in `known`. A near miss of a known key is a misspelling: an InputError when the
+    framework itself refuses unknown keys (the run could not have started so). Returns the rest."""
+    rest = []
+    for key in mapping:
+        if not isinstance(key, str) or key in known:
+            continue
+        near = closest(key, known)
+        if near and refuses:
+            raise InputError(f"{where}: unknown key {key!r} (did you mean {near!r}?); {framework} refuses unknown "
+                             "keys, so no run started with this file")
+        rest.append(f"{key!r}" + (f" (did you mean {near!r}?)" if near else ""))
+    return rest
 
 
 def _auto(value):
@@ -86,9 +164,39 @@ def _section(config, key, where):
     return value
 
 
+# Top-level DeepSpeed keys the audit reads: DeepSpeed ignores unknown top-level keys, so a near miss of one of
+# these means the run went without the setting its author meant.
+_DEEPSPEED_READ_KEYS = ("zero_optimization", "bf16", "bfloat16", "fp16", "data_types", "gradient_accumulation_steps",
+                        "train_batch_size", "train_micro_batch_size_per_gpu", "optimizer")
+
+
+def _deepspeed_doubts(config, zero, where):
+    """[(fields, reason)] for what a DeepSpeed config says that the audit does not understand; InputError for a
+    misspelling inside a section DeepSpeed validates (its pydantic models forbid extra keys)."""
+    from .known_keys import DEEPSPEED, DEEPSPEED_READ
+    checked = f"DeepSpeed ({DEEPSPEED_READ[0]}-{DEEPSPEED_READ[-1]} checked)"
+    doubts = []
+    sections = [("zero_optimization", zero)]
+    for name in ("offload_optimizer", "offload_param"):
+        if isinstance(zero.get(name), dict):
+            sections.append((name, zero[name]))
+    for name, mapping in sections:
+        rest = unknown_keys(mapping, DEEPSPEED[name], f"{where}: {'zero_optimization.' * (name != 'zero_optimization')}"
+                            f"{name}", checked)
+        if rest:
+            doubts.append((DEEPSPEED_FIELDS, f"{where}: {name}: {', '.join(rest)} not a key of {checked}"))
+    for key in config:
+        near = closest(key, _DEEPSPEED_READ_KEYS) if isinstance(key, str) and key not in _DEEPSPEED_READ_KEYS else None
+        if near:
+            doubts.append((DEEPSPEED_FIELDS, f"{where}: top-level key {key!r} (did you mean {near!r}?): DeepSpeed "
+                                             "ignores unknown top-level keys, so the run went without it"))
+    return doubts
+
+
 def deepspeed_config(config, where):
     """A DeepSpeed JSON (a dict) -> settings. DeepSpeed's defaults fill what is absent; "auto" stays unknown."""
     zero = _section(config, "zero_optimization", where)
+    doubts = _deepspeed_doubts(config, zero, where)
     offload = zero.get("offload_optimizer")
     if isinstance(offload, dict):
         device = _auto(offload.get("device", "none"))
@@ -120,12 +228,29 @@ def deepspeed_config(config, where):
         "train_batch_size": as_int(config.get("train_batch_size"), f"{where}: train_batch_size"),
         "micro_batch": as_int(config.get("train_micro_batch_size_per_gpu"),
                               f"{where}: train_micro_batch_size_per_gpu"),
+        # A client optimizer (the HF Trainer's, OpenRLHF's) or DeepSpeed's own `optimizer` block.
+        "optimizer": "deepspeed" if config.get("optimizer") else "client",
+        "doubts": doubts,
     }
     return settings
 
 
-def hf_training_args(args, where):
-    """transformers/TRL TrainingArguments (a dict) -> settings; `deepspeed` may be a path or a dict."""
+def hf_training_args(args, where, keys=None):
+    """transformers/TRL TrainingArguments (a dict) -> settings; `deepspeed` may be a path or a dict.
+
+    keys: "llamafactory" or "hf" checks every key against what that parser accepts (both refuse unknown keys);
+    None reads a live object's arguments, which its parser already checked.
+    """
+    doubts = []
+    if keys is not None:
+        from . import known_keys
+        known, framework, read = {
+            "llamafactory": (known_keys.LLAMAFACTORY, "Llama-Factory", known_keys.LLAMAFACTORY_READ),
+            "hf": (known_keys.HF_TRAINING, "HfArgumentParser", known_keys.HF_TRAINING_READ)}[keys]
+        framework = f"{framework} ({', '.join(read)} checked)"
+        rest = unknown_keys({k: v for k, v in args.items() if k != "deepspeed_config"}, known, where, framework)
+        if rest:
+            doubts.append((TRAINER_FIELDS, f"{where}: {', '.join(rest)}: not an argument of {framework}"))
     bf16 = as_bool(args.get("bf16"), f"{where}: bf16")
     fp16 = as_bool(args.get("fp16"), f"{where}: fp16")
     pure_bf16 = as_bool(args.get("pure_bf16"), f"{where}: pure_bf16")  # Llama-Factory
@@ -138,6 +263,7 @@ def hf_training_args(args, where):
         "precision": "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else (
             "fp32" if False in (bf16, fp16) else None),
         "deepspeed": args.get("deepspeed"),
+        "doubts": doubts,
     }
 
 
@@ -220,10 +346,12 @@ OPENRLHF_FLAGS = {
     "actor_num_gpus_per_node": ("actor_num_gpus_per_node", "actor.num_gpus_per_node"),
     "advantage_estimator": ("advantage_estimator", "algo.advantage.estimator"),
     "loss_agg_mode": (None, "actor.loss_agg_mode"),
+    "policy_loss_type": ("policy_loss_type", "actor.policy_loss_type"),
 }
 # OpenRLHF's own defaults (the same in 0.8.x-0.11.x; SFT and PPO differ in the micro-batch size).
 OPENRLHF_DEFAULTS = {"zero_stage": 2, "train_batch_size": 128, "ring_attn_size": 1, "tensor_parallel_size": 1,
-                     "actor_num_nodes": 1, "actor_num_gpus_per_node": 8, "advantage_estimator": "gae"}
+                     "actor_num_nodes": 1, "actor_num_gpus_per_node": 8, "advantage_estimator": "gae",
+                     "policy_loss_type": "ppo"}
 _MISSING = object()
 
 
@@ -237,6 +365,37 @@ def read_flag(args, name):
         if value is _MISSING:
             return _MISSING
     return value
+
+
+def openrlhf_command_flags(flags, version, where):
+    """OpenRLHF's flags as its argparse reads them: abbreviations expanded; InputError for what it refuses.
+
+    Returns (flags, doubts). For a release not in the table, a flag never seen is doubt, not an error.
+    """
+    from .known_keys import OPENRLHF
+    known = OPENRLHF.get(version)
+    checked = f"OpenRLHF {version}" if known else f"OpenRLHF ({', '.join(OPENRLHF)} checked)"
+    known = known or frozenset().union(*OPENRLHF.values())
+    out, unseen = {}, []
+    for name, value in flags.items():
+        if name in known:
+            out[name] = value
+            continue
+        expansions = [k for k in known if k.startswith(name)]
+        if len(expansions) == 1:  # argparse accepts an unambiguous prefix
+            out[expansions[0]] = value
+            continue
+        if len(expansions) > 1:
+            raise InputError(f"{where}: --{name} is ambiguous for {checked} (could be --{', --'.join(sorted(expansions)[:4])}"
+                             "); its argparse refuses it, so no run started with this command")
+        near = closest(name, known)
+        if near or version in OPENRLHF:
+            hint = f" (did you mean --{near}?)" if near else ""
+            raise InputError(f"{where}: {checked} has no flag --{name}{hint}; its argparse refuses unknown flags, "
+                             "so no run started with this command")
+        unseen.append(f"--{name}")
+    doubts = [(TRAINER_FIELDS, f"{where}: {', '.join(unseen)}: not a flag of {checked}")] if unseen else []
+    return out, doubts
 
 
 def openrlhf_settings(args, where):
@@ -268,6 +427,7 @@ def openrlhf_settings(args, where):
         "actor_world_defaulted": bool({"actor_num_nodes", "actor_num_gpus_per_node"} & defaulted),
         "critic": str(settings.get("advantage_estimator")) == "gae",
         "loss_agg_mode": settings.get("loss_agg_mode"),
+        "policy_loss_type": str(settings.get("policy_loss_type")),
         "defaulted": defaulted,
     }
     if "param_dtype" in settings:
@@ -285,8 +445,11 @@ def describe_openrlhf(builder, kind, args, where, world_size, world_source):
     s = openrlhf_settings(args, where)
     builder.offer("trainer", kind, where)
     builder.offer("uses_deepspeed", True, "OpenRLHF trains with DeepSpeed")
-    for field in ("zero_stage", "grad_accum_dtype", "loss_agg_mode"):
+    for field in ("zero_stage", "grad_accum_dtype", "loss_agg_mode", "tensor_parallel_size", "ring_attn_size"):
         builder.offer(field, s[field], where if field not in s["defaulted"] else "OpenRLHF's default")
+    if kind == "openrlhf-ppo":
+        builder.offer("policy_loss_type", s["policy_loss_type"],
+                      where if "policy_loss_type" not in s["defaulted"] else "OpenRLHF's default")
     builder.offer("offload_optimizer", "cpu" if s["adam_offload"] else "none", where)
     builder.offer("precision", s.get("precision"), where if "precision" not in s["defaulted"] else "OpenRLHF's default")
     builder.offer("dynamic_batch", s["dynamic_batch"], where)

@@ -86,9 +86,9 @@ def report_built(obj, kind, registry):
 
 
 def _event(obj, kind, registry):
-    from .audit.describe import RunBuilder
-    from .audit.inputs import installed_versions
-    from .audit.verdict import audit
+    from .registry import installed_versions
+    from .run import RunBuilder
+    from .verdict import audit
 
     builder = RunBuilder()
     if kind == "deepspeed":
@@ -115,7 +115,7 @@ def _event(obj, kind, registry):
 
 
 def _engine_facts(builder, engine):
-    from .audit.describe import deepspeed_config
+    from .run import deepspeed_config
     source = "the DeepSpeed engine"
     probes = {
         "zero_stage": lambda: int(engine.zero_optimization_stage()),
@@ -143,7 +143,7 @@ def _engine_facts(builder, engine):
 
 
 def _openrlhf_facts(builder, trainer, kind):
-    from .audit.describe import describe_openrlhf
+    from .run import describe_openrlhf
     args = trainer.args
     world, source = None, None
     try:
@@ -160,23 +160,29 @@ def _openrlhf_facts(builder, trainer, kind):
 
 
 def _line(distribution, run, findings, registry):
-    from .audit.cli import _describe_run
+    from .run import summary
     label = f"{distribution} {run['versions'].get(distribution, '?')}"
     hits = [f for f in findings if f["verdict"] == "hit"]
     if not hits:
         unknown = [f["check"] for f in findings if f["verdict"] == "unknown"]
         tail = f"; not decidable from the configuration: {', '.join(unknown)}" if unknown else ""
-        return (f"sftrl_patches: this run ({label}: {_describe_run(run)}) is not affected by the "
+        return (f"sftrl_patches: this run ({label}: {summary(run)}) is not affected by the "
                 f"{len(findings)} known {distribution} bugs{tail}")
     parts = []
     for finding in hits:
         status = registry.status(finding["check"])
-        if status.state == "patched":
+        if status.state == "patched" and finding.get("patch_covers") is False:
+            parts.append(f"{finding['check']}: affected, NOT patched: {' and '.join(finding['not_covered'])} is "
+                         f"outside this patch: {finding['effect']}")
+        elif status.state == "patched" and finding.get("patch_covers") is None:
+            parts.append(f"{finding['check']}: affected, patched only where {registry.patches[finding['check']].covers}"
+                         " (not known for this run)")
+        elif status.state == "patched":
             parts.append(f"{finding['check']}: affected, patched")
         else:
             why = _config.DISABLE_VAR if status.state == "disabled" else status.reason or status.state
             parts.append(f"{finding['check']}: affected, NOT patched ({status.state}: {why}): {finding['effect']}")
-    return f"sftrl_patches: this run ({label}: {_describe_run(run)}): " + "; ".join(parts)
+    return f"sftrl_patches: this run ({label}: {summary(run)}): " + "; ".join(parts)
 
 
 def _rank(obj):

@@ -1,9 +1,13 @@
-"""One finding per registry record: hit, not-hit or unknown, the facts that decided, the effect, the fix."""
+"""One finding per registry record: hit, not-hit or unknown, the facts that decided, the effect, the fix.
+
+Shared by the audit (sftrl_patches.audit) and the run-time line (sftrl_patches.runtime_report).
+"""
 import re
 import string
 
-from .._version import parse
-from ..registry import NOT_AFFECTED, UNVERIFIED, version_verdict
+from ._version import parse
+from .conditions import FIELDS
+from .registry import NOT_AFFECTED, UNVERIFIED, version_verdict
 
 HIT, NOT_HIT, UNKNOWN = "hit", "not-hit", "unknown"
 _USES = {"deepspeed": "uses_deepspeed"}
@@ -53,10 +57,13 @@ def _effect(patch, run):
     return patch.impact.format_map(_Blanks({f: run[f] for f in fields if run.get(f) is not None}))
 
 
-def _missing_text(field):
+def _missing_text(field, run):
     if field.startswith("version:"):
         return f"the {field.split(':', 1)[1]} version (--versions or --requirements)"
-    return _MISSING_TEXT.get(field, field)
+    text = _MISSING_TEXT.get(field, FIELDS.get(field, field))
+    if field in run.get("unclear", {}):
+        return f"{text} (withheld: see `not understood`)"
+    return text
 
 
 def finding(patch, run):
@@ -71,7 +78,7 @@ def finding(patch, run):
     version_known = True
     if version_text is None:
         version_known = False
-        result["missing"].append(_missing_text(f"version:{dist}"))
+        result["missing"].append(_missing_text(f"version:{dist}", run))
     else:
         state, reason = version_verdict(patch, version_text)
         if state == NOT_AFFECTED:
@@ -87,17 +94,41 @@ def finding(patch, run):
         result.update(verdict=NOT_HIT, because=because, missing=[])
         return result
     result["because"] += because
-    result["missing"] += [_missing_text(field) for field in missing]
+    result["missing"] += [_missing_text(field, run) for field in missing]
     result["verdict"] = HIT if holds and version_known else UNKNOWN
     result["effect"] = _effect(patch, run)
-    result["remediation"] = _remediation(patch, parse(version_text) if version_text else None)
+    _coverage(result, patch, run, parse(version_text) if version_text else None)
     return result
 
 
-def _remediation(patch, version):
-    if _patched_release(patch, version):
-        return f"install sftrl-patches (its {patch.name} patch covers this release); or: {patch.remediation}"
-    return patch.remediation
+def _coverage(result, patch, run, version):
+    """Whether this package's patch fixes this run: `patch_covers` True, False or None (not known), and the fix text."""
+    if not _patched_release(patch, version):
+        result["patch_covers"] = False
+        result["remediation"] = patch.remediation
+        return
+    covers, because, missing = patch.covers.evaluate(run) if patch.covers is not None else (True, [], [])
+    result["patch_covers"] = covers
+    if covers:
+        result["remediation"] = f"install sftrl-patches (its {patch.name} patch covers this release); or: {patch.remediation}"
+    elif covers is False:
+        result["not_covered"] = [f"{fact._label()} {_shown(run[fact.field])}" for fact in _facts(patch.covers)
+                                 if fact.evaluate(run)[0] is False]
+        result["remediation"] = (f"NOT fixed by sftrl-patches: its patch stands aside for "
+                                 f"{' and '.join(result['not_covered'])} (it covers runs with {patch.covers}); "
+                                 f"{patch.remediation}")
+    else:
+        result["remediation"] = (f"sftrl-patches fixes this release only where {patch.covers} (not known here: "
+                                 f"{', '.join(_missing_text(f, run) for f in missing)}); or: {patch.remediation}")
+
+
+def _facts(predicate):
+    parts = getattr(predicate, "parts", None)
+    return [fact for part in parts for fact in _facts(part)] if parts is not None else [predicate]
+
+
+def _shown(value):
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
 
 
 def audit(patches, run):

@@ -85,9 +85,21 @@ def test_paper_sft_setup_from_the_launch_command_is_hit_by_both_bugs(capsys):
     assert findings["deepspeed-zero2-ga-7718"]["because"] == ["deepspeed 0.18.9 has the upstream fix (first in 0.18.3)"]
 
 
+PAPER_SFT_DOTTED = ["deepspeed", "--num_gpus", "8", "--module", "openrlhf.cli.train_sft", "--ds.zero_stage", "2",
+                    "--ds.adam_offload", "--train.batch_size", "64", "--train.micro_batch_size", "1"]
+
+
 def test_fixed_versions_are_not_hit_and_exit_zero(capsys):
-    code, _, findings = audit_json(["--versions", "deepspeed==0.19.8,openrlhf==0.10.4", "--", *PAPER_SFT], capsys)
+    code, _, findings = audit_json(["--versions", "deepspeed==0.19.8,openrlhf==0.10.4", "--", *PAPER_SFT_DOTTED],
+                                   capsys)
     assert code == 0 and verdicts(findings) == {}
+
+
+def test_flat_flags_on_a_dotted_release_are_refused_as_its_argparse_would(capsys):
+    # OpenRLHF 0.10.2 renamed the flags with no aliases: this command never started a run.
+    code, out, err = audit(["--versions", "deepspeed==0.19.8,openrlhf==0.10.4", "--", *PAPER_SFT], capsys)
+    assert code == 2 and out == ""
+    assert "OpenRLHF 0.10.4 has no flag --zero_stage (did you mean --ds.zero_stage?)" in err
 
 
 def test_unknown_says_what_is_missing_and_counts_only_with_strict(tmp_path, capsys):
@@ -162,15 +174,16 @@ def test_accelerate_yaml_pointing_at_a_deepspeed_config_file(tmp_path, capsys):
         "bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"}, "zero_optimization": {"stage": 1}}))
     config = write(tmp_path, "accelerate.yaml", "distributed_type: DEEPSPEED\nnum_processes: 4\n"
                                                 "deepspeed_config:\n  deepspeed_config_file: ds_zero1.json\n")
-    _, report, findings = audit_json(["--versions", "deepspeed==0.18.5", "--config", config, "--", "accelerate",
-                                      "launch", "train.py", "--gradient_accumulation_steps", "1"], capsys)
+    _, report, findings = audit_json(["--versions", "deepspeed==0.18.5", "--config", config, "--trainer",
+                                      "transformers", "--", "accelerate", "launch", "train.py",
+                                      "--gradient_accumulation_steps", "1"], capsys)
     assert report["run"]["grad_accum_dtype"] == "fp32" and report["run"]["offload_optimizer"] == "none"
     bf16 = findings["deepspeed-bf16-last-micro-batch-7985"]
     assert bf16["verdict"] == "hit" and "each of the 4 ranks" in bf16["effect"]
     assert findings["deepspeed-bf16-unfused-65536-7788"]["verdict"] == "not-hit"  # fixed in 0.18.5
     # 0.18.4 never builds BF16_Optimizer here: the fp16 wrapper instead, each update / 65536
-    _, _, findings = audit_json(["--versions", "deepspeed==0.18.4", "--config", config, "--", "accelerate",
-                                 "launch", "train.py", "--gradient_accumulation_steps", "1"], capsys)
+    _, _, findings = audit_json(["--versions", "deepspeed==0.18.4", "--config", config, "--trainer", "transformers",
+                                 "--", "accelerate", "launch", "train.py", "--gradient_accumulation_steps", "1"], capsys)
     assert findings["deepspeed-bf16-unfused-65536-7788"]["verdict"] == "hit"
     assert "1/65536" in findings["deepspeed-bf16-unfused-65536-7788"]["effect"]
     assert findings["deepspeed-bf16-last-micro-batch-7985"]["verdict"] == "not-hit"
@@ -336,7 +349,7 @@ def test_bad_arguments_exit_2_without_a_traceback(tmp_path, argv, expected):
 
 
 def test_an_internal_failure_exits_3(monkeypatch, capsys):
-    import sftrl_patches.audit.verdict as verdict
+    import sftrl_patches.verdict as verdict
 
     def broken(patches, run):
         raise RuntimeError("boom")

@@ -59,7 +59,9 @@ SETUPS = [
      "source": "this repository", "versions": "openrlhf==0.9.10,deepspeed==0.18.9",
      "recipe": ["examples.recipes.openrlhf", "grpo", "--sft-checkpoint", "ckpt/sft"]},
     {"name": "recipe_trl_sft", "title": "examples/recipes/trl.py sft --as-published",
-     "source": "this repository", "versions": "trl==1.16.0,deepspeed==0.18.9",
+     "source": "this repository; its script (examples/sftrl_tiny/sft.py) runs TRL's SFTTrainer, which the audit "
+               "cannot tell from the command: --trainer trl says so",
+     "versions": "trl==1.16.0,deepspeed==0.18.9", "options": ["--trainer", "trl"],
      "recipe": ["examples.recipes.trl", "sft"]},
     {"name": "recipe_llamafactory_sft", "title": "examples/recipes/llamafactory.py --as-published",
      "source": "this repository", "versions": "llamafactory==0.9.5,deepspeed==0.18.4",

@@ -9,14 +9,10 @@ import argparse
 import json
 import sys
 
-from .inputs import InputError
+from ..run import RUN_ORDER, InputError, summary
 
 EXIT_OK, EXIT_HIT, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 SCHEMA = "sftrl-audit/1"
-_RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
-              "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
-              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
-              "sftrl_patches")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,11 +22,20 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class _SafeParser(_Parser):
+    """_Parser whose error lines are redacted and shortened (argparse quotes the offending word)."""
+
+    def error(self, message):
+        from .redact import safe_message
+        _Parser.error(self, safe_message(message))
+
+
 def build_parser():
-    parser = _Parser(
+    from ..doctor.cli import positive_int
+    parser = _SafeParser(
         prog="sftrl-doctor audit",
         usage="sftrl-doctor audit [--versions DIST==VER[,DIST==VER...]] [--requirements FILE] [--config FILE]... "
-              "[--world-size N] [--json] [--strict] [-- COMMAND ARGS...]",
+              "[--world-size N] [--trainer KIND [--accumulation HOW]] [--json] [--strict] [-- COMMAND ARGS...]",
         description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " "),
         epilog="Example: sftrl-doctor audit --versions deepspeed==0.18.9,openrlhf==0.9.10 -- deepspeed --num_gpus 8 "
                "--module openrlhf.cli.train_sft --zero_stage 2 --adam_offload --train_batch_size 64 "
@@ -41,8 +46,14 @@ def build_parser():
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="a DeepSpeed JSON, accelerate YAML, TrainingArguments JSON/YAML or Llama-Factory YAML "
                              "(repeatable)")
-    parser.add_argument("--world-size", type=int, metavar="N",
+    parser.add_argument("--world-size", type=positive_int, metavar="N",
                         help="processes of the run, where the launch command does not say")
+    parser.add_argument("--trainer", choices=("transformers", "trl", "deepspeed"),
+                        help="for a script the audit cannot name: the loop it runs (the HF Trainer, a TRL trainer, or "
+                             "its own loop around a DeepSpeed engine); without it such a script's verdicts are unknown")
+    parser.add_argument("--accumulation", choices=("engine", "boundary", "manual"),
+                        help="with --trainer deepspeed: DeepSpeed's GA counts micro-batches (engine); several "
+                             "backward() per step() with set_gradient_accumulation_boundary (boundary) or without (manual)")
     parser.add_argument("--json", action="store_true", help=f"print the audit as JSON (schema {SCHEMA})")
     parser.add_argument("--strict", action="store_true", help="exit 1 on `unknown` too")
     return parser
@@ -60,7 +71,7 @@ def run_audit(args, command):
     import sftrl_patches
     from .gather import build_run
     from .inputs import installed_versions, parse_versions_option, read_requirements
-    from .verdict import HIT, UNKNOWN, audit
+    from ..verdict import HIT, UNKNOWN, audit
 
     if args.world_size is not None and args.world_size < 1:
         raise InputError(f"--world-size: expected a positive number, got {args.world_size}")
@@ -73,34 +84,25 @@ def run_audit(args, command):
         versions, source = read_requirements(args.requirements), args.requirements
     else:
         versions, source = installed_versions(), "installed here"
-    run = build_run(versions, args.config, command, args.world_size)
+    if args.accumulation and args.trainer != "deepspeed":
+        raise InputError("--accumulation: only with --trainer deepspeed (the other trainers let DeepSpeed count)")
+    run = build_run(versions, args.config, command, args.world_size, args.trainer, args.accumulation)
     findings = audit(sftrl_patches.PATCHES.values(), run)
     report = {"schema": SCHEMA, "versions": versions, "versions_from": source,
-              "run": {k: run[k] for k in _RUN_ORDER if k in run}, "sources": run["sources"],
+              "run": {k: run[k] for k in RUN_ORDER if k in run}, "sources": run["sources"],
+              "not_understood": sorted(set(run.get("unclear", {}).values())),
               "command": command, "findings": findings}
     verdicts = {f["verdict"] for f in findings}
     code = EXIT_HIT if HIT in verdicts or (args.strict and UNKNOWN in verdicts) else EXIT_OK
     return report, code
 
 
-def _describe_run(run):
-    parts = []
-    labels = {"trainer": "{}", "zero_stage": "ZeRO-{}", "offload_optimizer": "offload {}",
-              "gradient_accumulation_steps": "GA {}", "data_parallel_size": "{} data-parallel rank(s)",
-              "precision": "{}", "accumulation": "accumulation: {}", "dynamic_batch": "dynamic batching {}",
-              "critic": "critic {}"}
-    for key, label in labels.items():
-        if key in run:
-            value = run[key]
-            value = ("on" if value else "off") if isinstance(value, bool) else value
-            parts.append(label.format(value))
-    return ", ".join(parts) or "nothing known"
-
-
 def to_text(report):
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items()) or "none"
     lines = [f"sftrl-doctor audit: versions {versions} ({report['versions_from']})",
-             f"run: {_describe_run(report['run'])}"]
+             f"run: {summary(report['run'])}"]
+    for reason in report.get("not_understood", ()):
+        lines.append(f"not understood: {reason}")
     if report["run"].get("sftrl_patches"):
         lines.append(f"sftrl-patches in this command: {report['run']['sftrl_patches']}")
     order = {"hit": 0, "unknown": 1, "not-hit": 2}
@@ -123,20 +125,30 @@ def to_text(report):
     return "\n".join(lines)
 
 
+def _say(line):
+    """An error line on stderr: credentials redacted, long values cut (see redact.py)."""
+    from .redact import safe_message
+    sys.stderr.write(safe_message(line) + "\n")
+
+
 def main(argv=None):
+    from .redact import redact_report, redact_text
     argv = list(sys.argv[1:] if argv is None else argv)
     own, command = _split_command(argv)
     args = build_parser().parse_args(own)
     if command == []:
-        sys.stderr.write("sftrl-doctor audit: error: nothing after `--`: give the launch command\n")
+        _say("sftrl-doctor audit: error: nothing after `--`: give the launch command")
         return EXIT_USAGE
     try:
         report, code = run_audit(args, command)
+        # Credentials in the command, configs or sources never reach the output (the verdicts are already made).
+        report = redact_report(report)
+        out = json.dumps(report, indent=2) if args.json else redact_text(to_text(report))
     except InputError as exc:
-        sys.stderr.write(f"sftrl-doctor audit: error: {exc}\n")
+        _say(f"sftrl-doctor audit: error: {exc}")
         return EXIT_USAGE
     except Exception as exc:  # the audit itself failed: distinct from "hit" and from bad input
-        sys.stderr.write(f"sftrl-doctor audit: internal error: {type(exc).__name__}: {exc}\n")
+        _say(f"sftrl-doctor audit: internal error: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
-    print(json.dumps(report, indent=2) if args.json else to_text(report))
+    print(out)
     return code

@@ -8,8 +8,7 @@ belong to OpenRLHF, TRL or a user's script; the launchers' flags are checked.
 import os
 import re
 
-from .describe import as_int
-from .inputs import InputError
+from ..run import InputError, as_int, closest
 
 # Launcher flag -> takes a value? Flags not listed here are refused (a typo would change the world size).
 _DEEPSPEED_FLAGS = {
@@ -60,6 +59,7 @@ class Launch:
         self.config_files = []      # files the launcher was told to read (accelerate --config_file)
         self.env = {}
         self.via_sftrl_launch = False  # started through sftrl_patches.launch (patches armed in every rank)
+        self.not_understood = None     # why the command could not be read (an unknown launcher), or None
 
 
 def _int(value, what):
@@ -232,10 +232,18 @@ def parse_command(tokens):
         launch.launcher = "trl"
         launch.program = "trl " + (tokens[1] if len(tokens) > 1 else "")
         launch.program_args, launch.positional = _program_flags(tokens[2:])
-    else:
+    elif re.match(r"^(.*/)?python[0-9.]*$", tokens[0]) or tokens[0].endswith(".py"):
         launch.launcher = "python"
         _program(launch, tokens)
+    else:
+        near = closest(head, KNOWN_LAUNCHERS)
+        launch.not_understood = (f"launch command: {head!r} is not a launcher this audit reads"
+                                 + (f" (did you mean {near!r}?)" if near else "")
+                                 + f"; it reads {', '.join(KNOWN_LAUNCHERS)}, python and *.py scripts")
     return launch
+
+
+KNOWN_LAUNCHERS = ("deepspeed", "torchrun", "accelerate", "llamafactory-cli", "lmf", "trl", "ray")
 
 
 def _with_env(launch, env):
@@ -245,7 +253,9 @@ def _with_env(launch, env):
 
 def program_kind(launch):
     """openrlhf-sft, openrlhf-ppo, llamafactory, trl, or None (a script we cannot name)."""
-    program = (launch.program or "").replace("/", ".")
+    if launch.program is None:
+        return None
+    program = launch.program.replace("/", ".")
     if program.endswith(".py"):
         program = program[:-3]
     if "openrlhf.cli.train_sft" in program:

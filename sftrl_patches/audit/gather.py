@@ -1,9 +1,20 @@
 """Everything the user gave (config files, a launch command, a world size) into one run description."""
 from .. import _config
+from ..run import (TRAINER_FIELDS, InputError, RunBuilder, accelerate_config, as_int, classify,
+                   deepspeed_config, describe_openrlhf, hf_training_args, llamafactory_multimodal,
+                   openrlhf_command_flags)
 from .command import parse_command, program_kind
-from .describe import (RunBuilder, accelerate_config, as_int, classify, deepspeed_config, describe_openrlhf,
-                       hf_training_args, llamafactory_multimodal)
-from .inputs import InputError, load_mapping, resolve_path
+from .inputs import load_mapping, resolve_path
+
+# What `--trainer` may declare for a script the audit cannot name, and what each means for the reading.
+DECLARED_TRAINERS = {
+    "transformers": "the Hugging Face Trainer (its flags are read as TrainingArguments)",
+    "trl": "a TRL trainer (its flags are read as TrainingArguments)",
+    "deepspeed": "its own loop around a DeepSpeed engine (say how it accumulates with --accumulation)",
+}
+# A script's own loop decides these; nothing in its flags or configs does.
+_LOOP_FIELDS = ("trainer", "accumulation", "micro_batches_per_step", "data_parallel_size", "pipeline_parallel",
+                "dynamic_batch", "critic", "multimodal", "loss_agg_mode")
 
 _HF_FLAGS = ("gradient_accumulation_steps", "per_device_train_batch_size", "deepspeed", "bf16", "fp16")
 _TRAINERS = {"llamafactory": "llamafactory", "training-args": "transformers"}
@@ -17,6 +28,7 @@ class _Inputs:
         self.trainer_kind = None
         self.world = []       # (size, source), most specific first
         self.multimodal = []  # ((yes/no/None, why), source) from Llama-Factory files
+        self.doubts = []      # (fields, what was not understood)
 
 
 def _add_deepspeed(inputs, reference, relative_to, field):
@@ -40,7 +52,7 @@ def _add_file(inputs, path, expected=None):
         if settings["world_size"]:
             inputs.world.append((settings["world_size"], f"{path}: num_processes"))
     elif kind in ("llamafactory", "training-args"):
-        settings = hf_training_args(data, path)
+        settings = hf_training_args(data, path, keys="llamafactory" if kind == "llamafactory" else "hf")
         if kind == "llamafactory":
             inputs.multimodal.append((llamafactory_multimodal(data), path))
         inputs.trainer.append((settings, path))
@@ -52,7 +64,10 @@ def _add_file(inputs, path, expected=None):
                          "file (none of their keys found)")
 
 
-def _from_launch(inputs, launch, kind):
+def _from_launch(inputs, launch, kind, declared=None):
+    if launch.not_understood:
+        inputs.doubts.append((TRAINER_FIELDS, launch.not_understood))
+        return
     for path in launch.config_files:
         _add_file(inputs, path, "accelerate")
     if launch.accelerate:
@@ -73,34 +88,50 @@ def _from_launch(inputs, launch, kind):
             raise InputError("launch command: llamafactory-cli train: no YAML or JSON config given")
         overrides = {k: v for k, v in launch.program_args.items()}
         data = dict(load_mapping(yamls[0]), **overrides)  # key=value overrides win, as in Llama-Factory
-        settings = hf_training_args(data, yamls[0])
+        settings = hf_training_args(data, yamls[0], keys="llamafactory")
         inputs.multimodal.insert(0, (llamafactory_multimodal(data), yamls[0]))
         inputs.trainer.insert(0, (settings, yamls[0]))
         inputs.trainer_kind = "llamafactory"
         if settings["deepspeed"]:
             _add_deepspeed(inputs, settings["deepspeed"], yamls[0], "deepspeed")
-    elif kind is None or kind == "trl":
+    elif kind == "trl" or declared in ("transformers", "trl"):
         flags = {k.replace("-", "_"): v for k, v in launch.program_args.items()}
-        if kind == "trl" or any(f in flags for f in _HF_FLAGS):
-            settings = hf_training_args(flags, "launch command")
-            inputs.trainer.insert(0, (settings, "launch command"))
-            inputs.trainer_kind = "trl" if kind == "trl" else inputs.trainer_kind or "transformers"
-            if settings["deepspeed"]:
-                _add_deepspeed(inputs, settings["deepspeed"], "launch command", "--deepspeed")
-        for name in ("deepspeed_config", "deepspeed-config"):
-            if name in launch.program_args:
+        # `trl` is HfArgumentParser, which refuses unknown flags; a script declared by --trainer has its own too.
+        settings = hf_training_args(flags, "launch command", keys="hf" if kind == "trl" else None)
+        inputs.trainer.insert(0, (settings, "launch command"))
+        inputs.trainer_kind = "trl" if kind == "trl" else declared
+        if settings["deepspeed"]:
+            _add_deepspeed(inputs, settings["deepspeed"], "launch command", "--deepspeed")
+    elif kind is None:
+        mentions = [f"--{name}" for name in launch.program_args if "deepspeed" in name.lower() or "zero" in name.lower()]
+        if declared is None:
+            inputs.doubts.append((_LOOP_FIELDS, (
+                f"launch command: {launch.program} is not an entry point this audit knows (OpenRLHF's train_sft and "
+                "train_ppo_ray, `trl`, `llamafactory-cli`), so its training loop (how it accumulates, whether it uses "
+                "DeepSpeed) and its flags are not read" + (f", {', '.join(mentions)} among them" if mentions else "")
+                + f"; if you know, say --trainer ({', '.join(DECLARED_TRAINERS)})")))
+    if kind is None and declared not in ("transformers", "trl"):
+        for name in ("deepspeed_config", "deepspeed-config", "deepspeed"):
+            if isinstance(launch.program_args.get(name), str) and launch.program_args[name].lower().endswith(".json"):
                 _add_deepspeed(inputs, launch.program_args[name], "launch command", f"--{name}")
     if launch.world_size:
         inputs.world.insert(0, (launch.world_size, launch.world_source))
 
 
-def build_run(versions, config_paths=(), command=None, world_size=None):
-    """The normalised run description (a dict, see sftrl_patches.conditions.FIELDS)."""
+def build_run(versions, config_paths=(), command=None, world_size=None, trainer=None, accumulation=None):
+    """The normalised run description (a dict, see sftrl_patches.conditions.FIELDS).
+
+    trainer / accumulation: what the user declares about a script the audit cannot name (--trainer,
+    --accumulation); they never override what a known entry point says.
+    """
+    if trainer is not None and trainer not in DECLARED_TRAINERS:
+        raise InputError(f"--trainer: expected one of {', '.join(DECLARED_TRAINERS)}, got {trainer!r}")
     inputs = _Inputs()
     launch = parse_command(command) if command else None
     kind = program_kind(launch) if launch else None
+    declared = trainer if kind is None else None
     if launch:
-        _from_launch(inputs, launch, kind)
+        _from_launch(inputs, launch, kind, declared)
     for path in config_paths:
         _add_file(inputs, path)
     if world_size:
@@ -108,13 +139,22 @@ def build_run(versions, config_paths=(), command=None, world_size=None):
     world, world_source = inputs.world[0] if inputs.world else (None, None)
 
     builder = RunBuilder()
+    for fields, reason in inputs.doubts:
+        builder.doubt(fields, reason)
     if kind in ("openrlhf-sft", "openrlhf-ppo"):
-        describe_openrlhf(builder, kind, launch.program_args, "launch command", world, world_source)
+        flags, doubts = openrlhf_command_flags(launch.program_args, versions.get("openrlhf"), "launch command")
+        for fields, reason in doubts:
+            builder.doubt(fields, reason)
+        describe_openrlhf(builder, kind, flags, "launch command", world, world_source)
+    if declared:
+        builder.offer("trainer", declared, "--trainer")
+        if accumulation:
+            builder.offer("accumulation", accumulation, "--accumulation")
     trainer = kind if kind in ("trl", "llamafactory") else inputs.trainer_kind
     if trainer:
         builder.offer("trainer", trainer, "launch command" if kind else inputs.trainer[0][1])
     uses_ds = bool(inputs.deepspeed or any(a["uses_deepspeed"] for a, _ in inputs.accelerate)
-                   or (launch and launch.launcher == "deepspeed"))
+                   or (launch and launch.launcher == "deepspeed") or declared == "deepspeed")
     builder.offer("uses_deepspeed", True if uses_ds else (False if trainer else None),
                   "the configs and the command" if uses_ds else "no DeepSpeed config or launcher given")
     _describe_layers(builder, inputs, world, world_source, trainer)
@@ -127,6 +167,9 @@ def build_run(versions, config_paths=(), command=None, world_size=None):
 
 
 def _describe_layers(builder, inputs, world, world_source, trainer):
+    for settings, _ in inputs.deepspeed + inputs.trainer:
+        for fields, reason in settings.get("doubts", ()):
+            builder.doubt(fields, reason)
     for (multimodal, why), where in inputs.multimodal:
         builder.offer("multimodal", multimodal, f"{where}: {why}")
     for settings, where in inputs.trainer:

@@ -10,12 +10,10 @@ import re
 from .._version import parse
 
 
-class InputError(ValueError):
-    """Bad or unreadable input: one line, naming the file and the field."""
+from ..run import InputError  # noqa: F401  (defined with the run description; raised by every reader)
 
 
-# Distributions whose versions matter to some record or to how a run is read.
-KNOWN_DISTRIBUTIONS = ("torch", "deepspeed", "openrlhf", "trl", "transformers", "accelerate", "llamafactory")
+from ..registry import KNOWN_DISTRIBUTIONS, installed_versions  # noqa: F401  (the doctor's header uses them too)
 _ALIASES = {"llama-factory": "llamafactory", "llmtuner": "llamafactory"}
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#,]+)")
 
@@ -59,25 +57,74 @@ def read_requirements(path):
     return versions
 
 
-def installed_versions():
-    """The known distributions installed here, read from metadata (the doctor's header uses it too)."""
-    from ..registry import installed_version
-    versions = {dist: installed_version(dist)[0] for dist in KNOWN_DISTRIBUTIONS}
-    return {dist: version for dist, version in versions.items() if version}
+# Config and requirements files are kilobytes; anything this big is the wrong file (or a device).
+MAX_FILE_BYTES = 10 * 1024 * 1024
+# No real DeepSpeed, accelerate, TrainingArguments or Llama-Factory config nests deeper than ~6 levels.
+MAX_DEPTH = 100
 
 
 def _read_text(path):
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                size = os.fstat(handle.fileno()).st_size
+                size = f"{size:,} bytes" if size > MAX_FILE_BYTES else f"more than {MAX_FILE_BYTES:,} bytes"
+                raise InputError(f"{path}: too large ({size}; the limit is {MAX_FILE_BYTES // (1024 * 1024)} MiB: "
+                                 "config and requirements files are kilobytes)")
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
 
 
+def _too_deep(path, why="configs are a few levels deep"):
+    return InputError(f"{path}: nested deeper than {MAX_DEPTH} levels ({why})")
+
+
+def _nested_deeper_than(data, limit):
+    """None, or why lists/mappings nest deeper than `limit` (a self-referencing YAML anchor nests for ever).
+
+    Iterative, and each container is measured once (YAML aliases share one object many times over).
+    """
+    containers = (dict, list, tuple, set)
+    if not isinstance(data, containers):
+        return None
+
+    def children(node):
+        return iter(node.values() if isinstance(node, dict) else node)
+
+    heights, on_path = {}, {id(data)}
+    stack = [[data, children(data), 1]]  # container, its children left, its height so far
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], stack)  # `stack` marks the end
+        if child is stack:
+            stack.pop()
+            on_path.discard(id(frame[0]))
+            heights[id(frame[0])] = frame[2]
+            if stack:
+                stack[-1][2] = max(stack[-1][2], frame[2] + 1)
+            continue
+        if not isinstance(child, containers):
+            continue
+        if id(child) in on_path:
+            return "a YAML anchor contains itself"
+        if id(child) in heights:
+            if len(stack) + heights[id(child)] > limit:
+                return "configs are a few levels deep"
+            frame[2] = max(frame[2], heights[id(child)] + 1)
+            continue
+        if len(stack) + 1 > limit:
+            return "configs are a few levels deep"
+        on_path.add(id(child))
+        stack.append([child, children(child), 1])
+    return None
+
+
 def load_mapping(path):
-    """A JSON or YAML file whose top level is a mapping."""
+    """A JSON or YAML file whose top level is a mapping, at most MAX_DEPTH levels deep."""
     text = _read_text(path)
     is_yaml = path.lower().endswith((".yaml", ".yml"))
     if not is_yaml:
@@ -87,6 +134,8 @@ def load_mapping(path):
             if path.lower().endswith(".json"):
                 raise InputError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
             is_yaml = True
+        except RecursionError:
+            raise _too_deep(path) from None
     if is_yaml:
         try:
             import yaml
@@ -99,8 +148,13 @@ def load_mapping(path):
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
+        except RecursionError:
+            raise _too_deep(path) from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    why = _nested_deeper_than(data, MAX_DEPTH)
+    if why:
+        raise _too_deep(path, why)  # no later reader may recurse into it
     return data
 
 

@@ -20,9 +20,29 @@ EXTRA_CHECKS = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
+        from ..audit.redact import safe_message
         self.print_usage(sys.stderr)
-        sys.stderr.write(f"sftrl-doctor: error: {message}\n")
+        sys.stderr.write(safe_message(f"sftrl-doctor: error: {message}") + "\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def positive_int(text):
+    """argparse type of a count or a number of seconds: a whole number above 0 (exit 2 otherwise)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _seconds(text):
+    """A timeout: a positive whole number of seconds, at most a day (a larger one overflows the clock)."""
+    value = positive_int(text)
+    if value > 86400:
+        raise argparse.ArgumentTypeError(f"expected at most 86400 seconds (a day), got {value}")
+    return value
 
 
 def build_parser():
@@ -37,7 +57,8 @@ def build_parser():
                         help="the full text of every check (by default: one line each, details where action is needed)")
     parser.add_argument("--probe", action="store_true",
                         help="prove it numerically: run the DeepSpeed probe with patches disabled and enabled")
-    parser.add_argument("--probe-timeout", type=int, default=300, metavar="S", help="per child (default 300)")
+    parser.add_argument("--probe-timeout", type=_seconds, default=300, metavar="S",
+                        help="seconds per child (default 300)")
     parser.add_argument("--ray-address", metavar="ADDR", default=None,
                         help="for the ray check: the cluster to join (default: Ray's own discovery, RAY_ADDRESS or a "
                              "running local cluster, else a new local one)")
@@ -81,7 +102,8 @@ def main(argv=None):
         print(render.to_json(data) if args.json else render.to_text(data, verbose=args.verbose))
         return EXIT_ACTION if data["action_needed"] else EXIT_OK
     except Exception as exc:  # the doctor itself failed: say so, distinctly from "action needed"
-        sys.stderr.write(f"sftrl-doctor: internal error: {type(exc).__name__}: {exc}\n")
+        from ..audit.redact import safe_message
+        sys.stderr.write(safe_message(f"sftrl-doctor: internal error: {type(exc).__name__}: {exc}") + "\n")
         return EXIT_FAILED
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import _config, registry
 from . import launchers, llamafactory, ray_check, startup
-from ..audit.inputs import installed_versions
+from ..registry import installed_versions
 from ..registry import installed_version
 
 SCHEMA = "sftrl-doctor/1"

@@ -28,6 +28,10 @@ RL_RUN = Fact("trainer", "==", "openrlhf-ppo", "OpenRLHF's PPO/GRPO trainer")
 MEANS_OF_MEANS = ("the step's loss is a mean of {micro_batches_per_step} micro-batch means on each of "
                   "{data_parallel_size} data-parallel ranks, not a mean over the step's tokens: a token in a short "
                   "micro-batch or on a rank with few tokens weighs more than one elsewhere")
+# Where the window rescaling is exact: what unsupported_reason() refuses at run time, as a predicate.
+NO_SHARED_SAMPLES = All(Fact("tensor_parallel_size", "==", 1, "no DeepSpeed tensor parallelism"),
+                        Fact("ring_attn_size", "==", 1, "no ring attention"))
+TOKEN_LEVEL = Fact("policy_loss_type", "!=", "gspo", "a token-level policy loss (not GSPO)")
 UPGRADE = ("upgrade to openrlhf>=0.10.4 (it pins deepspeed>=0.19.1), or stay on a release this "
            "package patches (SFT 0.7.0-0.10.3, PPO/GRPO 0.8.6-0.10.3)")
 
@@ -178,6 +182,7 @@ SFT = Patch(
                fingerprints={"427bbe3d391a88b2": "0.7.0-0.10.2", "40b76af85a819045": "0.10.3-0.11.2"}),
     ),
     when=All(SFT_RUN, Any(several_micro_batches(), several_ranks())),
+    covers=NO_SHARED_SAMPLES,
     impact=MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
@@ -207,6 +212,7 @@ ACTOR = Patch(
                                    "327ba02586f48941": "0.11.2"}),
     ),
     when=All(RL_RUN, Any(several_micro_batches(), several_ranks())),
+    covers=All(NO_SHARED_SAMPLES, TOKEN_LEVEL),
     impact="policy, KL and entropy losses: " + MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
@@ -230,6 +236,7 @@ CRITIC = Patch(
                fixed_fingerprints={"039e7e73874effd6": "0.10.4", "0f0759133d976561": "0.11.0-0.11.2"}),
     ),
     when=All(RL_RUN, Fact("critic", "==", True), Any(several_micro_batches(), several_ranks())),
+    covers=NO_SHARED_SAMPLES,
     impact="value loss: " + MEANS_OF_MEANS,
     links=LINKS,
     remediation=UPGRADE,
