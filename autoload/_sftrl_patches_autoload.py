@@ -8,6 +8,12 @@ imports one of those packages never imports anything else because of us.
 
 Opt out: SFTRL_PATCHES_AUTOLOAD=0 turns off only this (an explicit `import sftrl_patches` or
 `python -m sftrl_patches.launch` still patches); SFTRL_PATCHES_DISABLE=1 turns off every patch.
+
+Failures are said in one line on stderr, not through logging: at start-up no logging is configured
+yet, and by the time a target is imported the program may have sent logging elsewhere. The .pth
+line itself says so when this module is missing or broken (see autoload/sftrl_patches.pth); it marks
+`sys._sftrl_patches_autoload_warned` so that the line is said once, since site.py runs the .pth of a
+venv twice up to Python 3.14 (CPython issue #75723).
 """
 import os
 import sys
@@ -18,8 +24,18 @@ TRIGGER_PACKAGES = frozenset({"deepspeed", "openrlhf"})
 
 AUTOLOAD_VAR = "SFTRL_PATCHES_AUTOLOAD"
 DISABLE_VAR = "SFTRL_PATCHES_DISABLE"   # same meaning as in sftrl_patches._config
+STRICT_VAR = "SFTRL_PATCHES_STRICT"
 _OFF = frozenset({"0", "false", "no", "off"})
 _ALL = frozenset({"1", "true", "yes", "on", "all", "*"})
+
+
+def _say(message):
+    """One line on stderr, whatever logging's configuration. Never raises."""
+    try:
+        sys.stderr.write("sftrl_patches: " + str(message).replace("\n", " ") + "\n")
+        sys.stderr.flush()
+    except Exception:  # no stderr (pythonw), or a closed one
+        pass
 
 
 def switched_off(environ=None):
@@ -52,11 +68,12 @@ class AutoloadTrigger:
         try:
             import sftrl_patches
             return sftrl_patches._bootstrap.install()
-        except Exception as exc:  # never break the program that imports a target
+        except Exception as exc:  # never break the program that imports a target...
+            if type(exc).__name__ == "PatchError" and \
+                    os.environ.get(STRICT_VAR, "").strip().lower() in _ALL:
+                raise  # ...unless SFTRL_PATCHES_STRICT=1 asked for problems to be errors
             self.error = f"{type(exc).__name__}: {exc}"
-            import logging
-            logging.getLogger("sftrl_patches").warning(
-                "sftrl_patches autoload could not arm the patches (%s); this process runs unpatched", self.error)
+            _say(f"autoload could not arm the patches ({self.error}); this process runs unpatched")
             return None
 
 
@@ -67,10 +84,16 @@ def installed_trigger():
     return None
 
 
+_start_error = None  # why arm() failed, said once (site.py may run the start-up file twice)
+
+
 def arm():
     """Entry point of sftrl_patches.pth and sftrl_patches.start. Never raises."""
+    global _start_error
     try:
         if not switched_off() and installed_trigger() is None:
             sys.meta_path.insert(0, AutoloadTrigger())
-    except Exception:  # interpreter start-up must never fail because of us
-        pass
+    except Exception as exc:  # interpreter start-up must never fail because of us
+        if _start_error is None:
+            _start_error = f"{type(exc).__name__}: {exc}"
+            _say(f"autoload could not start ({_start_error}); this interpreter runs unpatched")

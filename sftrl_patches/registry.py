@@ -53,13 +53,17 @@ class Target:
     replaced (for code a wrapper elsewhere relies on).
     """
 
-    def __init__(self, module, owner, attribute, make_wrapper, fingerprints=None, fixed_fingerprints=None):
+    def __init__(self, module, owner, attribute, make_wrapper, fingerprints=None, fixed_fingerprints=None,
+                 any_shape=False):
         self.module = module
         self.owner = owner
         self.attribute = attribute
         self.make_wrapper = make_wrapper  # callable(original) -> wrapper
         self.fingerprints = dict(fingerprints or {})
         self.fixed_fingerprints = dict(fixed_fingerprints or {})
+        # An observer's wrapper calls the original unchanged and then only looks: any shape is safe to wrap,
+        # and a subclass that overrides the attribute still reaches it through super().
+        self.any_shape = any_shape
 
     @property
     def key(self):
@@ -79,7 +83,7 @@ class Patch:
 
     def __init__(self, name, title, distribution, affected, fixed_in=None, verified_through=None, targets=(),
                  when=None, links=(), remediation="", no_patch_reason="", requires=(), advisory=False,
-                 effect="", impact="", covers=None):
+                 effect="", impact="", covers=None, observer=False):
         self.name = name
         self.title = title
         self.distribution = distribution
@@ -96,6 +100,7 @@ class Patch:
         self.effect = effect                      # what an unpatched run under `conditions` gets, measured
         self.impact = impact                      # the same for one run, str.format over its description
         self.covers = covers                      # conditions.Predicate: where the wrapper acts (None: every hit run)
+        self.observer = observer                  # not a bug: a hook that reports (sftrl_patches.runtime_report)
 
     @property
     def conditions(self):
@@ -177,6 +182,9 @@ def source_verdict(patch, fingerprints, version_reason):
         if fp in target.fixed_fingerprints:
             return NOT_AFFECTED, (f"{target.dotted} already has the upstream fix "
                                   f"(shape of {target.fixed_fingerprints[fp]})"), ()
+        if fp not in target.fingerprints and target.any_shape:
+            shapes.append(f"{_label(patch, target)}: any shape (fingerprint {fp}; the wrapper only observes)")
+            continue
         if fp not in target.fingerprints:
             return UNPATCHABLE, (f"{version_reason}, but the source of {target.dotted} (fingerprint {fp}) matches "
                                  "no known shape; left untouched"), ()
@@ -301,9 +309,14 @@ class Registry:
         version, installed = installed_version(patch.distribution)
         if not installed and not modules:
             return Status(patch.name, NOT_INSTALLED, f"{patch.distribution} is not installed"), {}
-        if _config.is_disabled(patch.name) and not ignore_switches:
-            return Status(patch.name, DISABLED, f"switched off by {_config.DISABLE_VAR}", version), {}
+        if not ignore_switches:
+            switched_off = _config.observer_off(patch.name) if patch.observer else _config.is_disabled(patch.name)
+            if switched_off:
+                return Status(patch.name, DISABLED, f"switched off by {switched_off if patch.observer else _config.DISABLE_VAR}",
+                              version), {}
         state, reason = version_verdict(patch, version)
+        if patch.observer:
+            reason = f"{patch.distribution} {version}: the hook observes every release"
         if state is not None:
             return Status(patch.name, state, reason, version), {}
         if not patch.targets:
@@ -416,7 +429,7 @@ class Registry:
                 status.details.append(f"{target.dotted} was replaced by {current!r} after patching")
                 continue
             original = self._originals.get(target.key)
-            if isinstance(owner, type):
+            if isinstance(owner, type) and not target.any_shape:
                 status.details.extend(_overriding_subclasses(owner, target.attribute, original))
             else:
                 status.details.extend(_stale_aliases(original, modules[target.module], target.attribute))
@@ -466,6 +479,20 @@ class Registry:
             if modules and self._all_ours(patch, modules):
                 return self._verify(patch, modules, None)
             return self._decide(patch, modules, ignore_switches)[0]
+
+    def verify(self, name):
+        """Check again, now, that every path to an applied patch reaches its wrapper (status() keeps the last answer)."""
+        patch = self._patch(name)
+        with self._lock:
+            cached = self._status.get(name)
+            modules = self._imported_modules(patch, import_missing=False)
+            if cached is not None and cached.state in (PATCHED, PARTIAL) and modules and \
+                    all(m in modules for m in patch.target_modules):
+                status = self._verify(patch, modules, Status(name, PATCHED, cached.reason, cached.version,
+                                                             cached.shapes))
+                self._status[name] = status
+                return status
+        return self.status(name)
 
     def on_module_imported(self, module):
         """Import-hook callback: apply every patch that targets `module`. Never raises unless strict."""

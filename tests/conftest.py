@@ -1,4 +1,6 @@
-"""Shared fixtures: a toy library on disk for engine tests, and the DeepSpeed release folders."""
+"""Shared fixtures: a toy library on disk for engine tests, and the DeepSpeed release folders; and, with
+SFTRL_REQUIRE_ALL=1 (CI), a check that turns every skip not listed in tests/expected_skips.txt into a failure."""
+import fnmatch
 import json
 import os
 import subprocess
@@ -103,3 +105,91 @@ def require_openrlhf(version, deepspeed=None):
     env = require_release(deepspeed) if deepspeed else dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [SHIMS, folder, env.get("PYTHONPATH")]))
     return env
+
+
+# ---- CI: a skip nobody expected fails the run (SFTRL_REQUIRE_ALL=1, set by .ci/run) -----------------
+# Whole modules skip when trl, ray, math_verify or accelerate is missing, and a run with them gone would
+# still pass. With SFTRL_REQUIRE_ALL=1 every skip must match an entry of the allow-list, one a line:
+#     TEST-ID-GLOB -- why this skip is legitimate            (matched against the test id, fnmatch)
+#     reason:SKIP-REASON-GLOB -- why this skip is legitimate (matched against the skip's reason)
+# Any other skip is listed at the end of the run, and the exit status becomes 1.
+REQUIRE_ALL_VAR = "SFTRL_REQUIRE_ALL"
+EXPECTED_SKIPS_VAR = "SFTRL_EXPECTED_SKIPS"  # another allow-list file (tests/test_expected_skips.py)
+EXPECTED_SKIPS = os.path.join(ROOT, "tests", "expected_skips.txt")
+
+
+def read_expected_skips(path):
+    """[(kind, pattern, why)] from an allow-list; kind is "id" or "reason". A line without a why is an error."""
+    entries = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise pytest.UsageError(f"cannot read the allow-list of skips {path}: {exc}") from None
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern, separator, why = (part.strip() for part in line.partition(" -- "))
+        if not separator or not pattern or not why:
+            raise pytest.UsageError(f"{path}:{number}: expected `TEST-ID-GLOB -- why` or "
+                                    f"`reason:SKIP-REASON-GLOB -- why`, got {line!r}")
+        if pattern.startswith("reason:"):
+            entries.append(("reason", pattern[len("reason:"):].strip(), why))
+        else:
+            entries.append(("id", pattern, why))
+    return entries
+
+
+def skip_reason(report):
+    """The reason a skipped test or module gave (`pytest.skip(reason)`, importorskip's message)."""
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+class UnexpectedSkips:
+    """Collects skips (of tests and of whole modules at collection) that no allow-list entry matches."""
+
+    def __init__(self, path):
+        self.path = path
+        self.entries = read_expected_skips(path)
+        self.found = []  # (test id, reason)
+
+    def expected(self, nodeid, reason):
+        return any(fnmatch.fnmatchcase(nodeid if kind == "id" else reason, pattern)
+                   for kind, pattern, _ in self.entries)
+
+    def _check(self, report):
+        if report.skipped and not hasattr(report, "wasxfail"):  # an xfail reports as skipped too
+            reason = skip_reason(report)
+            if not self.expected(report.nodeid, reason):
+                self.found.append((report.nodeid, reason))
+
+    def pytest_collectreport(self, report):
+        self._check(report)
+
+    def pytest_runtest_logreport(self, report):
+        self._check(report)
+
+    def pytest_sessionfinish(self, session):
+        if self.found and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        yield  # after pytest's own summary (-rs lists every skip): this comes last, above the counts
+        if not self.found:
+            return
+        terminalreporter.write_sep("=", f"{len(self.found)} unexpected skip(s): a failure with {REQUIRE_ALL_VAR}=1",
+                                   red=True)
+        for nodeid, reason in self.found:
+            terminalreporter.write_line(f"UNEXPECTED SKIP {nodeid}: {reason}", red=True)
+        terminalreporter.write_line(f"Install what it needs, or list it with a reason in {self.path} "
+                                    "(`TEST-ID-GLOB -- why`).")
+
+
+def pytest_configure(config):
+    if os.environ.get(REQUIRE_ALL_VAR) == "1":
+        path = os.environ.get(EXPECTED_SKIPS_VAR) or EXPECTED_SKIPS
+        config.pluginmanager.register(UnexpectedSkips(path), "sftrl-unexpected-skips")
