@@ -9,7 +9,6 @@ Switches: SFTRL_PATCHES_VERDICT=off|rank0|all (default rank0);
 SFTRL_PATCHES_REPORT=FILE appends one JSON line per report event from every process (provenance).
 Nothing here may break a training job: every step is guarded, failures are logged at debug level.
 """
-import functools
 import os
 import sys
 
@@ -19,12 +18,12 @@ VERDICT_VAR, REPORT_VAR = _config.VERDICT_VAR, _config.REPORT_VAR
 SCHEMA = "sftrl-run-report/1"
 MARK = "__sftrl_report__"
 
-# module -> (class, what its __init__ builds)
+# module -> (class, what its __init__ builds, distribution)
 HOOKS = {
-    "deepspeed.runtime.engine": ("DeepSpeedEngine", "deepspeed"),
-    "openrlhf.trainer.sft_trainer": ("SFTTrainer", "openrlhf-sft"),
-    "openrlhf.trainer.ray.ppo_actor": ("ActorPPOTrainer", "openrlhf-ppo"),
-    "openrlhf.trainer.ray.ppo_critic": ("CriticPPOTrainer", "openrlhf-critic"),
+    "deepspeed.runtime.engine": ("DeepSpeedEngine", "deepspeed", "deepspeed"),
+    "openrlhf.trainer.sft_trainer": ("SFTTrainer", "openrlhf-sft", "openrlhf"),
+    "openrlhf.trainer.ray.ppo_actor": ("ActorPPOTrainer", "openrlhf-ppo", "openrlhf"),
+    "openrlhf.trainer.ray.ppo_critic": ("CriticPPOTrainer", "openrlhf-critic", "openrlhf"),
 }
 _reported = set()  # record names already said in this process
 _engine_run = {}   # facts of the last DeepSpeed engine built here, for the trainer's report
@@ -35,31 +34,36 @@ def _logger():
     return logging.getLogger("sftrl_patches")
 
 
-def arm(finder, registry):
-    for module_name in HOOKS:
-        try:
-            finder.watch(module_name, functools.partial(_hook_class, registry=registry))
-        except Exception:  # never break the importing program
-            _logger().debug("sftrl_patches: could not watch %s for the run report", module_name, exc_info=True)
-
-
-def _hook_class(module, registry):
-    try:
-        class_name, kind = HOOKS[module.__name__]
-        klass = getattr(module, class_name, None)
-        init = vars(klass).get("__init__") if isinstance(klass, type) else None
-        if init is None or getattr(init, MARK, False):
-            return
-
-        @functools.wraps(init)
+def _wrap_init(kind):
+    def make_wrapper(init):
         def __init__(self, *args, **kwargs):
             init(self, *args, **kwargs)
-            report_built(self, kind, registry)  # subclasses reach here through super().__init__ too
+            registry = getattr(sys.modules.get("sftrl_patches"), "_registry", None)
+            if registry is not None:
+                report_built(self, kind, registry)  # subclasses reach here through super().__init__ too
+        return __init__
+    return make_wrapper
 
-        setattr(__init__, MARK, True)
-        klass.__init__ = __init__
-    except Exception:
-        _logger().debug("sftrl_patches: could not hook %s for the run report", module.__name__, exc_info=True)
+
+def _records():
+    """One registry record per hook: fingerprinted (any shape: the wrapper calls __init__ unchanged, then looks),
+    shown by status() and the doctor, undone by revert()."""
+    from ._version import VersionRange
+    from .registry import Patch, Target
+    records = []
+    for module, (class_name, kind, distribution) in HOOKS.items():
+        records.append(Patch(
+            name=f"run-report-{kind}",
+            title=f"Run-time verdict line when {class_name} is built ({VERDICT_VAR}=off silences it)",
+            distribution=distribution,
+            affected=VersionRange(),
+            targets=(Target(module, class_name, "__init__", _wrap_init(kind), any_shape=True),),
+            observer=True,
+            remediation=f"{VERDICT_VAR}=off or {_config.DISABLE_VAR}=run-report-{kind} switch it off"))
+    return tuple(records)
+
+
+RECORDS = _records()
 
 
 def report_built(obj, kind, registry):
@@ -102,7 +106,8 @@ def _event(obj, kind, registry):
         _openrlhf_facts(builder, obj, kind)
         distribution = "openrlhf"
     run = builder.description(installed_versions())
-    patches = [p for p in registry.patches.values() if p.distribution == distribution and p.name not in _reported]
+    patches = [p for p in registry.patches.values()
+               if p.distribution == distribution and not p.observer and p.name not in _reported]
     if not patches:
         return None
     _reported.update(p.name for p in patches)

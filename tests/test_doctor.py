@@ -113,7 +113,9 @@ def test_named_checks_and_list():
                      "deepspeed-bf16-last-micro-batch-7985", "deepspeed-bf16-unfused-65536-7788",
                      "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
                      "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
-                     "openrlhf-dynamic-batch-zero12", "llamafactory-multimodal-loss-7448", "startup", "launchers",
+                     "openrlhf-dynamic-batch-zero12", "llamafactory-multimodal-loss-7448", "run-report-deepspeed",
+                     "run-report-openrlhf-sft", "run-report-openrlhf-ppo", "run-report-openrlhf-critic", "startup",
+                     "launchers",
                      "llamafactory", "ray", "probe"]
     only = doctor("--json", "deepspeed-zero2-ga-7718")
     assert list(findings(only)) == ["deepspeed-zero2-ga-7718"]

@@ -75,7 +75,7 @@ def main(argv=None):
     try:
         import sftrl_patches
         from . import render, report
-        titles = {name: patch.title for name, patch in sftrl_patches.PATCHES.items()}
+        titles = {name: patch.title for name, patch in {**sftrl_patches.PATCHES, **sftrl_patches.HOOKS}.items()}
         titles.update(EXTRA_CHECKS)
         names = list(titles)
         if args.list_checks:
@@ -97,8 +97,8 @@ def main(argv=None):
         if selected is not None and "ray" in selected:
             from .ray_check import run_ray_check
             ray_runner = lambda: run_ray_check(sftrl_patches.PATCHES.values(), args.ray_address)  # noqa: E731
-        data = report.collect(sftrl_patches._registry, sftrl_patches.PATCHES.values(), selected, probe_runner,
-                              ray_runner)
+        records = [*sftrl_patches.PATCHES.values(), *sftrl_patches.HOOKS.values()]
+        data = report.collect(sftrl_patches._registry, records, selected, probe_runner, ray_runner)
         print(render.to_json(data) if args.json else render.to_text(data, verbose=args.verbose))
         return EXIT_ACTION if data["action_needed"] else EXIT_OK
     except Exception as exc:  # the doctor itself failed: say so, distinctly from "action needed"

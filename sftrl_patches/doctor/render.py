@@ -50,8 +50,23 @@ def to_text(report, verbose=False):
         lines.append("(sftrl-doctor -v prints every check in full)")
     if lines[-1]:
         lines.append("")
-    lines.append("action needed" if report["action_needed"] else "nothing to do")
+    lines.append(summary_line(report))
     return "\n".join(lines)
+
+
+def summary_line(report):
+    """The last line. Only a failed check (`✗`) is action for this package and exit 1; a warning (`!`)
+    is a check whose outcome depends on how a run is launched or calls the library, which only the
+    caller can see, so it is counted, not hidden behind "nothing to do"."""
+    levels = [finding["level"] for finding in report["findings"]]
+    failed, warned = levels.count("fail"), levels.count("warn")
+    warnings = f"{warned} warning(s) above (!)"
+    if report["action_needed"]:
+        return f"action needed: {failed} check(s) above failed (✗)" + (f"; also {warnings}" if warned else "")
+    if warned:
+        return (f"nothing to do for this package; {warnings} depend on how your runs are launched or call the "
+                "libraries: yours to check")
+    return "nothing to do"
 
 
 def _probe_table(data):

@@ -43,7 +43,12 @@ def _patch_finding(patch, reg, autoload_active=False):
     status = reg.status(patch.name)
     level = _LEVEL_OF_STATE.get(status.state, FAIL)
     remediation, details = "", list(status.details)
-    if status.state == registry.DISABLED:
+    if patch.observer:
+        # A report hook: off by choice, or waiting for its target, needs nobody to act.
+        level = OK if status.state in (registry.DISABLED, registry.PATCHABLE, registry.PATCHED,
+                                       registry.NOT_INSTALLED, registry.REVERTED) else WARN
+        remediation = patch.remediation if level != OK else ""
+    elif status.state == registry.DISABLED:
         # Disabled only matters where the bug is present.
         underlying = reg.status(patch.name, ignore_switches=True).state
         if underlying in (registry.NOT_AFFECTED, registry.NOT_INSTALLED):
@@ -194,7 +199,7 @@ def collect(reg, patches, checks=None, probe_runner=None, ray_runner=None):
     if checks is None or "launchers" in checks:
         findings.append(_launchers_finding(active))
     if checks is None or "llamafactory" in checks:
-        findings.append(_llamafactory_finding(patches))
+        findings.append(_llamafactory_finding([p for p in patches if not p.observer]))
     if ray_runner is not None:
         findings.append(_ray_finding(ray_runner()))
     if probe_runner is not None:
