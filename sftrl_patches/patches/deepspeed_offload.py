@@ -81,7 +81,7 @@ COPY_GRADS_FIXED = {
 
 OFFLOAD_GA_DROP = Patch(
     name="deepspeed-offload-ga-drop",
-    title="ZeRO-1/2 + offload_optimizer=cpu + gradient accumulation keeps only the first and last micro-batch",
+    title="ZeRO-2 + offload_optimizer=cpu + gradient accumulation keeps only the first and last micro-batch",
     distribution="deepspeed",
     affected=VersionRange("0.15.2", "0.19.0"),
     fixed_in="0.19.0",
