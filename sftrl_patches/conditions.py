@@ -32,6 +32,7 @@ ACCUMULATION = {
     "engine": "DeepSpeed counts micro-batches (gradient_accumulation_steps)",
     "boundary": "several backward() per step(), the loop marks the boundary",
     "manual": "several backward() per step(), no boundary marked",
+    "unmanaged": "managed_gradient_accumulation: false (0.19.4+): the caller's step() ends the step",
 }
 
 

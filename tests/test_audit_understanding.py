@@ -199,3 +199,21 @@ def test_known_keys_table_is_what_the_installed_releases_accept():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "known_keys.py"), "--check"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_trainer_is_refused_where_the_audit_names_the_entry_point_itself(capsys):
+    code, _, err = audit(["--trainer", "transformers", "--versions", "openrlhf==0.9.10,deepspeed==0.18.9", "--",
+                          *LUFFY], capsys)
+    assert code == 2 and "--trainer is for scripts it cannot name" in err
+
+
+def test_llamafactory_stock_zero0_example_is_hit_on_the_release_it_allows(capsys):
+    # The configuration the sweep found wrong (DeepSpeed #7837), as Llama-Factory ships it.
+    yaml_path = os.path.join(ROOT, "examples", "audits", "setups", "llamafactory_z0_example", "qwen3_full_sft.yaml")
+    code, report, findings = audit(["--versions", "llamafactory==0.9.5,deepspeed==0.18.4", "--", "llamafactory-cli",
+                                    "train", yaml_path], capsys)
+    assert report["run"]["zero_stage"] == 0 and report["run"]["precision"] == "bf16"
+    assert findings["deepspeed-zero0-bf16-unfused-7837"]["verdict"] == "hit" and code == 1
+    code, _, findings = audit(["--versions", "llamafactory==0.9.5,deepspeed==0.18.6", "--", "llamafactory-cli",
+                               "train", yaml_path], capsys)
+    assert findings["deepspeed-zero0-bf16-unfused-7837"]["verdict"] == "not-hit" and code == 0

@@ -45,6 +45,12 @@ SETUPS = [
      "versions": "llamafactory==0.9.5,deepspeed==0.18.4",
      "command": ["FORCE_TORCHRUN=1", "NPROC_PER_NODE=8", "llamafactory-cli", "train",
                  f"{SETUPS_DIR}/llamafactory_offload_example/qwen3_full_sft.yaml", "gradient_accumulation_steps=8"]},
+    {"name": "llamafactory_z0_example", "title": "Llama-Factory's full-SFT example with its stock ZeRO-0 config",
+     "source": "Llama-Factory examples (qwen3_full_sft.yaml, ds_z0_config.json: bf16 auto, stage 0); DeepSpeed 0.18.4, "
+               "the newest its 0.9.5 release allows (the configuration the sweep found wrong, DeepSpeed #7837)",
+     "versions": "llamafactory==0.9.5,deepspeed==0.18.4",
+     "command": ["FORCE_TORCHRUN=1", "NPROC_PER_NODE=8", "llamafactory-cli", "train",
+                 f"{SETUPS_DIR}/llamafactory_z0_example/qwen3_full_sft.yaml"]},
     {"name": "trl_zero2_offload", "title": "TRL SFT under an accelerate ZeRO-2 config with CPU offload, GA 8",
      "source": "TRL's accelerate ZeRO-2 example config plus accelerate's offload field (TRL #4540 reports this "
                "family); TRL does not pin DeepSpeed: 0.18.9 assumed",

@@ -16,7 +16,6 @@ DECLARED_TRAINERS = {
 _LOOP_FIELDS = ("trainer", "accumulation", "micro_batches_per_step", "data_parallel_size", "pipeline_parallel",
                 "dynamic_batch", "critic", "multimodal", "loss_agg_mode")
 
-_HF_FLAGS = ("gradient_accumulation_steps", "per_device_train_batch_size", "deepspeed", "bf16", "fp16")
 _TRAINERS = {"llamafactory": "llamafactory", "training-args": "transformers"}
 
 
@@ -129,7 +128,10 @@ def build_run(versions, config_paths=(), command=None, world_size=None, trainer=
     inputs = _Inputs()
     launch = parse_command(command) if command else None
     kind = program_kind(launch) if launch else None
-    declared = trainer if kind is None else None
+    if trainer is not None and kind is not None:
+        raise InputError(f"--trainer: the command runs {launch.program}, which the audit reads itself ({kind}); "
+                         "--trainer is for scripts it cannot name")
+    declared = trainer
     if launch:
         _from_launch(inputs, launch, kind, declared)
     for path in config_paths:

@@ -1,11 +1,22 @@
-"""Every known bug, in the order patches are applied."""
-from .deepspeed_offload import PATCHES as _DEEPSPEED_OFFLOAD
-from .deepspeed_zero2_ga import PATCHES as _DEEPSPEED_ZERO2_GA
-from .deepspeed_manual_accumulation import PATCHES as _DEEPSPEED_MANUAL
-from .deepspeed_bf16_epilogue import PATCHES as _DEEPSPEED_BF16
-from .deepspeed_bf16_selection import PATCHES as _DEEPSPEED_BF16_SELECTION
-from .openrlhf_loss import PATCHES as _OPENRLHF
-from .openrlhf_dynamic_batch import PATCHES as _OPENRLHF_DYNAMIC
-from .llamafactory_multimodal import PATCHES as _LLAMAFACTORY
+"""Every known bug: one module per bug, each with its records in PATCHES, found here without a list.
 
-ALL = _DEEPSPEED_OFFLOAD + _DEEPSPEED_ZERO2_GA + _DEEPSPEED_MANUAL + _DEEPSPEED_BF16 + _DEEPSPEED_BF16_SELECTION + _OPENRLHF + _OPENRLHF_DYNAMIC + _LLAMAFACTORY
+A module's ORDER (default 100, then its name) places its records: the order patches are applied and the
+doctor's rows. Adding a bug is adding a module (docs/patches.md, "Adding a bug").
+"""
+import importlib
+import pkgutil
+
+
+def _discover():
+    modules = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "PATCHES"):
+            modules.append(module)
+    modules.sort(key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+    return tuple(patch for module in modules for patch in module.PATCHES)
+
+
+ALL = _discover()

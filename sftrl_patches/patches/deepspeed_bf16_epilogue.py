@@ -86,4 +86,5 @@ BF16_EPILOGUE = Patch(
     remediation="upgrade to deepspeed>=0.19.0, or keep this package's patch on",
 )
 
+ORDER = 40  # where its patches sit in the registry (application and doctor order)
 PATCHES = (BF16_EPILOGUE,)

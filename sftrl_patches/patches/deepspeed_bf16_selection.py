@@ -42,4 +42,5 @@ BF16_SELECTION = Patch(
     advisory=True,
 )
 
+ORDER = 50  # where its patches sit in the registry (application and doctor order)
 PATCHES = (BF16_SELECTION,)

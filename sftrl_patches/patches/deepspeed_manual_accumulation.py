@@ -149,4 +149,5 @@ MANUAL_ACCUMULATION_LAST_ONLY = Patch(
     advisory=True,
 )
 
+ORDER = 30  # where its patches sit in the registry (application and doctor order)
 PATCHES = (MANUAL_ACCUMULATION_LEAK, MANUAL_ACCUMULATION_LAST_ONLY)

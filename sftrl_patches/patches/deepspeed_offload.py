@@ -125,4 +125,5 @@ OFFLOAD_MULTI_BACKWARD = Patch(
     requires=("deepspeed-offload-ga-drop",),
 )
 
+ORDER = 10  # where its patches sit in the registry (application and doctor order)
 PATCHES = (OFFLOAD_GA_DROP, OFFLOAD_MULTI_BACKWARD)

@@ -96,4 +96,5 @@ ZERO2_GA_7718 = Patch(
     remediation="Upgrade to deepspeed>=0.18.3, or keep `import sftrl_patches` active in every training process.",
 )
 
+ORDER = 20  # where its patches sit in the registry (application and doctor order)
 PATCHES = (ZERO2_GA_7718,)

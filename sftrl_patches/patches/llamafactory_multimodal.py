@@ -31,4 +31,5 @@ MULTIMODAL_LOSS = Patch(
     advisory=True,
 )
 
+ORDER = 80  # where its patches sit in the registry (application and doctor order)
 PATCHES = (MULTIMODAL_LOSS,)

@@ -140,4 +140,5 @@ DYNAMIC_BATCH = Patch(
     advisory=True,
 )
 
+ORDER = 70  # where its patches sit in the registry (application and doctor order)
 PATCHES = (DYNAMIC_BATCH,)

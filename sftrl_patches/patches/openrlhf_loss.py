@@ -268,4 +268,5 @@ RL_BEFORE_0_8_6 = Patch(
     remediation=UPGRADE,
 )
 
+ORDER = 60  # where its patches sit in the registry (application and doctor order)
 PATCHES = (SFT, ACTOR, CRITIC, SFT_BEFORE_0_7, RL_BEFORE_0_8_6)

@@ -69,13 +69,19 @@ def _ds_config(case):
             "contiguous_gradients": True, "reduce_bucket_size": 64, "allgather_bucket_size": 64}
     if case.get("offload", True):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if case.get("offload_param") and case["stage"] == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    if case["stage"] == 3:  # keep every parameter partitioned: the tiny model would otherwise stay whole
+        zero.update({"stage3_param_persistence_threshold": 0, "stage3_prefetch_bucket_size": 64,
+                     "stage3_max_live_parameters": 64})
     ga = case["ga"] if case.get("mode", "ga") == "ga" else 1
     config = {
         "train_micro_batch_size_per_gpu": case.get("micro_batch", 2),
         "gradient_accumulation_steps": ga,
         "zero_optimization": zero,
         "bf16": {"enabled": case.get("dtype") == "bf16"},
-        "gradient_clipping": 0.0,
+        # set in every case: its default became 1.0 in 0.19.3 (#8068)
+        "gradient_clipping": float(case.get("clip", 0.0)),
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 1 << 30,
@@ -87,7 +93,11 @@ def _ds_config(case):
         config["zero_force_ds_cpu_optimizer"] = True
     if case.get("master_weights") == "bf16":  # the low-precision master-weights branch (needs CPU Adam offload)
         config["bf16"]["bf16_master_weights_and_grads"] = True
-    if case.get("dtype") == "fp16":  # a static loss scale of 1: no skipped steps, gradients as in fp32
+    if case.get("mode") == "unmanaged":  # 0.19.4+: the caller's step() is the boundary, any backward() count
+        config["managed_gradient_accumulation"] = False
+    if case.get("dtype") == "fp16" and case.get("loss_scale") == "dynamic":  # DeepSpeed's default fp16 setting
+        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 8, "hysteresis": 2}
+    elif case.get("dtype") == "fp16":  # a static loss scale of 1: no skipped steps, gradients as in fp32
         config["fp16"] = {"enabled": True, "loss_scale": 1.0}
         if case.get("master_weights") == "fp16":  # the same branch up to 0.18.2, fp16 only (needs CPU Adam offload)
             config["fp16"]["fp16_master_weights_and_grads"] = True
@@ -145,7 +155,7 @@ def run_case(case):
     mode = case.get("mode", "ga")
     micro_batch = case.get("micro_batch", 2)
     model = _model(torch, seed=1234)
-    if case.get("optimizer") == "deepspeed_adam":
+    if case.get("optimizer") in ("deepspeed_adam", "adamw"):
         return _run_adam_case(case, torch, deepspeed, model, rank, world)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=_ds_config(case))
@@ -156,9 +166,13 @@ def run_case(case):
     for step in range(case.get("steps", DEFAULT_STEPS)):
         params = list(engine.module.parameters())
         before = [_full_param(safe_get_full_fp32_param, p, masters).clone() for p in params]
-        # Reference: plain PyTorch on the same weights and dtype, one gradient per (rank, micro-batch).
-        reference = _model(torch, seed=0).to(dtype)
-        reference.load_state_dict({k: v.detach().cpu() for k, v in engine.module.state_dict().items()})
+        # Reference: plain PyTorch on the same weights and dtype, one gradient per (rank, micro-batch). The weights
+        # come from the fp32 masters (under ZeRO-3 the module holds only its partition).
+        reference = _model(torch, seed=0)
+        with torch.no_grad():
+            for ref, master in zip(reference.parameters(), before):
+                ref.copy_(master.view_as(ref))
+        reference = reference.to(dtype)
         columns = []
         for r in range(world):
             for i in range(n_micro):
@@ -167,6 +181,8 @@ def run_case(case):
                 torch.nn.functional.mse_loss(reference(x.to(dtype)).float(), y).backward()
                 columns.append(torch.cat([p.grad.detach().float().flatten() for p in reference.parameters()]))
         basis = torch.stack(columns, dim=1) / (n_micro * world)
+        if case.get("clip"):  # DeepSpeed scales the whole step's gradient by clip / (norm + 1e-6) when above clip
+            basis = basis * min(1.0, float(case["clip"]) / (float(basis.sum(dim=1).norm()) + 1e-6))
         expected_grad = basis.sum(dim=1)
 
         for i in range(n_micro):
@@ -178,7 +194,7 @@ def run_case(case):
             else:
                 if mode == "multi_backward":  # the documented way; "no_boundary" is OpenRLHF's dynamic batch
                     engine.set_gradient_accumulation_boundary(i == n_micro - 1)
-                engine.backward(loss / n_micro)
+                engine.backward(loss / n_micro)  # "unmanaged": DeepSpeed leaves the count to the caller
         if mode != "ga":
             engine.step()
 
@@ -201,13 +217,20 @@ def run_case(case):
 
 
 def _run_adam_case(case, torch, deepspeed, model, rank, world):
-    """DeepSpeed's own Adam against torch Adam fed each step's correct gradient, from the same weights."""
+    """DeepSpeed's own Adam ("deepspeed_adam"), or a client torch AdamW ("adamw", what the HF Trainer passes),
+    against the same torch optimizer fed each step's correct gradient, from the same weights."""
     from deepspeed.utils import safe_get_full_fp32_param
     reference = _model(torch, seed=0)
     reference.load_state_dict(model.state_dict())
-    reference_optimizer = torch.optim.Adam(reference.parameters(), lr=ADAM["lr"], betas=tuple(ADAM["betas"]),
-                                           eps=ADAM["eps"], weight_decay=ADAM["weight_decay"])
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config(case))
+    kind = torch.optim.AdamW if case.get("optimizer") == "adamw" else torch.optim.Adam
+    reference_optimizer = kind(reference.parameters(), lr=ADAM["lr"], betas=tuple(ADAM["betas"]),
+                               eps=ADAM["eps"], weight_decay=ADAM["weight_decay"])
+    if case.get("optimizer") == "adamw":
+        client = torch.optim.AdamW(model.parameters(), lr=ADAM["lr"], betas=tuple(ADAM["betas"]), eps=ADAM["eps"],
+                                   weight_decay=ADAM["weight_decay"])
+        engine, *_ = deepspeed.initialize(model=model, optimizer=client, config=_ds_config(case))
+    else:
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config(case))
     dtype = next(engine.module.parameters()).dtype
     n_micro, micro_batch = case["ga"], case.get("micro_batch", 2)
     # which master-weights branch the optimizer took (the attribute's name changed in 0.18.3)
@@ -221,6 +244,8 @@ def _run_adam_case(case, torch, deepspeed, model, rank, world):
                 x, y = _micro_batch(torch, step, r, i, micro_batch)
                 loss = torch.nn.functional.mse_loss(reference(x), y) / (n_micro * world)
                 loss.backward()
+        if case.get("clip"):
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), float(case["clip"]))
         expected_grad_norm = float(torch.cat([p.grad.flatten() for p in reference.parameters()]).norm())
         reference_optimizer.step()
         for i in range(n_micro):

@@ -1,0 +1,270 @@
+"""Search the configuration space for silent gradient bugs: a pairwise design over what users configure,
+on every DeepSpeed release installed, with and without the patches; writes benchmarks/results/deepspeed_sweep.{json,md}.
+
+    python benchmarks/deepspeed_sweep.py                          # every release under .ds-releases/
+    python benchmarks/deepspeed_sweep.py --versions 0.18.4 0.18.9 --out /tmp/sweep
+
+Factors (one rank, GA 4 micro-batches of 2 samples, 3 optimizer steps, tiny MLP; see the probe,
+sftrl_patches/probes/deepspeed_offload.py): ZeRO stage 0-3; optimizer offload none/cpu; fp32, bf16, fp16 with
+a static loss scale of 1 or DeepSpeed's dynamic one; grad_accum_dtype default or fp32; the client's optimizer
+(SGD, whose update the probe solves for per-micro-batch weights, or AdamW, compared as a trajectory with torch
+AdamW fed the right gradient); accumulation by DeepSpeed's GA, several backward() with the boundary set,
+without it, or `managed_gradient_accumulation: false` (0.19.4+; 0.19.5+ with offload); gradient clipping off
+or at 0.3 (below this model's gradient norm, so it acts). Every pair of values that can go together appears in
+at least one case (a greedy covering design, the same on every release). Not swept here: two ranks (DeepSpeed
+0.18.7-0.18.9 crash in step() with two CPU ranks, upstream #7828; see deepspeed_matrix.py --ranks 2),
+parameter offload, DeepSpeed's own optimizer block (it JIT-builds its CPU Adam per release).
+
+A cell is right when every step's update is the step's mean gradient (the probe's case_is_correct).
+tests/test_sweep_agreement.py holds the audit's verdict on each cell's run description equal to what the
+probe saw: a wrong unpatched cell is hit by some record, a right one by none, and a patched cell is right
+exactly when every record that hits it is patched there.
+"""
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import deepspeed_releases  # noqa: E402
+from sftrl_patches._version import parse  # noqa: E402
+from sftrl_patches.probes import case_is_correct, run_child  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+GA, STEPS, CLIP = 4, 3, 0.3
+FACTORS = {
+    "stage": (0, 1, 2, 3),
+    "offload": (False, True),
+    "dtype": ("fp32", "bf16", "fp16", "fp16-dynamic"),
+    "grad_accum_dtype": (None, "fp32"),
+    "optimizer": ("sgd", "adamw"),
+    "mode": ("ga", "multi_backward", "no_boundary", "unmanaged"),
+    "clip": (0.0, CLIP),
+}
+
+
+def valid(point):
+    """Combinations DeepSpeed accepts in some release (release-specific limits: runnable())."""
+    if point["stage"] == 0 and point["offload"]:
+        return False  # offloading needs ZeRO
+    if point["optimizer"] == "adamw" and point["mode"] != "ga":
+        return False  # the AdamW trajectory probe accumulates through DeepSpeed's GA only
+    if point["grad_accum_dtype"] and point["dtype"] == "fp32":
+        return False  # the same as the default
+    return True
+
+
+def runnable(point, version):
+    """Whether `version` has what the point needs."""
+    v = parse(version)
+    if point["mode"] == "unmanaged":
+        return v >= parse("0.19.5") or (v >= parse("0.19.4") and not point["offload"])
+    return True
+
+
+def _point(stage, offload, dtype="fp32", mode="ga", optimizer="sgd", grad_accum_dtype=None, clip=0.0):
+    return {"stage": stage, "offload": offload, "dtype": dtype, "grad_accum_dtype": grad_accum_dtype,
+            "optimizer": optimizer, "mode": mode, "clip": clip}
+
+
+# Pairs cannot see a bug that needs three settings at once (ZeRO-2 + offload + accumulation): the design starts
+# from what users run most (the HF Trainer's and OpenRLHF's settings) and the known bugs' own cases.
+SEEDS = (
+    _point(2, True), _point(1, True), _point(2, True, "bf16"), _point(2, False), _point(2, False, "bf16"),
+    _point(2, True, mode="multi_backward"), _point(2, True, mode="no_boundary"), _point(2, False, mode="no_boundary"),
+    _point(1, False, "bf16", grad_accum_dtype="fp32"), _point(0, False, "bf16"), _point(0, False, "bf16",
+                                                                                         optimizer="adamw"),
+    _point(2, True, "bf16", optimizer="adamw"), _point(3, False, "bf16"), _point(2, False, "fp16-dynamic"),
+)
+
+
+def covering_design(factors=FACTORS, valid=valid, seeds=SEEDS):
+    """The seeds, then a greedy set of valid points until every valid pair of values appears (deterministic)."""
+    names = list(factors)
+    points = [dict(zip(names, values)) for values in itertools.product(*factors.values())]
+    points = [p for p in points if valid(p)]
+
+    def pairs(point):
+        return {((a, point[a]), (b, point[b])) for a, b in itertools.combinations(names, 2)}
+
+    uncovered = set().union(*(pairs(p) for p in points))
+    chosen = [dict(seed) for seed in seeds]
+    for seed in chosen:
+        uncovered -= pairs(seed)
+    while uncovered:
+        best = max(points, key=lambda p: len(pairs(p) & uncovered))
+        chosen.append(best)
+        uncovered -= pairs(best)
+    return chosen
+
+
+def label(point):
+    parts = [f"Z{point['stage']}", "offload" if point["offload"] else "no-offload", point["dtype"]]
+    if point["grad_accum_dtype"]:
+        parts.append(f"{point['grad_accum_dtype']}-accum")
+    parts.append({"ga": f"GA{GA}", "multi_backward": f"GA1x{GA} boundary", "no_boundary": f"GA1x{GA} no-boundary",
+                  "unmanaged": f"GA1x{GA} unmanaged"}[point["mode"]])
+    parts.append(point["optimizer"])
+    if point["clip"]:
+        parts.append(f"clip {point['clip']}")
+    return " ".join(parts)
+
+
+def probe_case(point):
+    """The probe's case dict for a design point."""
+    case = {"label": label(point), "stage": point["stage"], "offload": point["offload"], "ga": GA,
+            "mode": point["mode"], "steps": STEPS, "clip": point["clip"]}
+    dtype = point["dtype"]
+    case["dtype"] = "fp16" if dtype.startswith("fp16") else dtype
+    if dtype == "fp16-dynamic":
+        case["loss_scale"] = "dynamic"
+    if point["grad_accum_dtype"]:
+        case["grad_accum_dtype"] = point["grad_accum_dtype"]
+    if point["optimizer"] == "adamw":
+        case["optimizer"] = "adamw"
+    return case
+
+
+def run_description(point, version):
+    """The run description sftrl_patches' records read (sftrl_patches.conditions.FIELDS) for a design point."""
+    dtype = "fp16" if point["dtype"].startswith("fp16") else point["dtype"]
+    accumulation = {"ga": "engine", "multi_backward": "boundary", "no_boundary": "manual",
+                    "unmanaged": "unmanaged"}[point["mode"]]
+    return {"trainer": "deepspeed", "uses_deepspeed": True, "zero_stage": point["stage"],
+            "offload_optimizer": "cpu" if point["offload"] else "none",
+            "gradient_accumulation_steps": GA if point["mode"] == "ga" else 1,
+            "micro_batches_per_step": GA, "accumulation": accumulation, "data_parallel_size": 1,
+            "precision": dtype, "grad_accum_dtype": point["grad_accum_dtype"] or dtype,
+            "immediate_grad_update": False, "pipeline_parallel": False, "optimizer": "client",
+            "loss_scale": "dynamic" if point["dtype"] == "fp16-dynamic" else ("static" if dtype == "fp16" else None),
+            "gradient_clipping": point["clip"], "versions": {"deepspeed": version}, "sources": {}}
+
+
+def _cell(result):
+    if "error" in result:
+        return {"right": False, "error": result["error"][:300]}
+    steps = result.get("steps", [])
+    return {"right": case_is_correct(result), "weights": [s["weights"] for s in steps],
+            "residual": [round(s.get("residual", 0.0), 4) for s in steps],
+            "max_param_diff": result.get("max_param_diff"), "optimizer_class": steps[0].get("optimizer") if steps else None}
+
+
+def sweep(versions, out_dir, timeout):
+    design = covering_design()
+    os.makedirs(out_dir, exist_ok=True)
+    raw_path = os.path.join(out_dir, "deepspeed_sweep.json")
+    data = {"schema": "sftrl-sweep/1", "ga": GA, "steps": STEPS, "factors": {k: list(v) for k, v in FACTORS.items()},
+            "design": design, "releases": {}}
+    if os.path.exists(raw_path):  # a killed run keeps what it finished: go on from there
+        with open(raw_path, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        if previous.get("design") == design:
+            data["releases"] = previous.get("releases", {})
+    for version in versions:
+        if version in data["releases"]:
+            continue
+        started = time.time()
+        points = [p for p in design if runnable(p, version)]
+        cases = [probe_case(p) for p in points]
+        env = deepspeed_releases.child_env(version)
+        release = {"cells": {}}
+        for patched in (False, True):
+            payload = run_child(cases, patched=patched, env=env, timeout=timeout)
+            key = "patched" if patched else "unpatched"
+            for point, result in zip(points, payload["results"]):
+                release["cells"].setdefault(label(point), {})[key] = _cell(result)
+            release[f"{key}_states"] = {n: s for n, s in payload["patches"].items()}
+        release["seconds"] = round(time.time() - started, 1)
+        data["releases"][version] = release
+        with open(raw_path, "w", encoding="utf-8") as handle:  # after every release: a killed run loses one
+            json.dump(data, handle, indent=1, sort_keys=True)
+        wrong = sum(not c["unpatched"]["right"] for c in release["cells"].values())
+        still = sum(not c["patched"]["right"] for c in release["cells"].values())
+        print(f"{version}: {len(points)} cases, {wrong} wrong unpatched, {still} wrong patched, "
+              f"{release['seconds']} s", flush=True)
+    with open(os.path.join(out_dir, "deepspeed_sweep.md"), "w", encoding="utf-8") as handle:
+        handle.write(summary(data))
+    return data
+
+
+def _ranges(versions, all_versions):
+    """Consecutive runs of `versions` within `all_versions`, as "a-b" strings."""
+    runs, current = [], []
+    for version in all_versions:
+        if version in versions:
+            current.append(version)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return ", ".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _weights_text(cell):
+    if "error" in cell:
+        return "crash: " + cell["error"].split(":")[0]
+    if not cell["weights"] or not cell["weights"][0]:
+        return f"off by {cell['max_param_diff']:.2g} (AdamW trajectory)"
+    worst = max(cell["weights"], key=lambda w: max(abs(x - 1) for x in w) if w else 0)
+    text = "[" + ", ".join(f"{x:.2g}" for x in worst) + "]"
+    if max(cell["residual"]) > 0.01:
+        text += " + leak"
+    return text
+
+
+def summary(data):
+    """The wrong regions a person reads: per configuration, the releases where it is wrong, and how."""
+    releases = sorted(data["releases"], key=parse)
+    labels = sorted({lab for r in data["releases"].values() for lab in r["cells"]})
+    lines = ["# DeepSpeed configuration sweep", "",
+             f"`python benchmarks/deepspeed_sweep.py`: {len(data['design'])} configurations (every pair of factor "
+             f"values at least once), GA {data['ga']}, {data['steps']} SGD/AdamW steps, one rank, on "
+             f"{len(releases)} releases ({', '.join(releases)}), with and without the patches. "
+             f"{sum(r['seconds'] for r in data['releases'].values()) / 60:.1f} minutes on this machine.", "",
+             "Wrong without the patches (weights of the worst step; 1 = a micro-batch counted; "
+             "\"leak\": a later step carries earlier ones):", "",
+             "| configuration | wrong on | how (first such release) | with the patches, still wrong on |",
+             "|---|---|---|---|"]
+    right_everywhere = []
+    for lab in labels:
+        cells = {v: data["releases"][v]["cells"][lab] for v in releases if lab in data["releases"][v]["cells"]}
+        wrong = [v for v, c in cells.items() if not c["unpatched"]["right"]]
+        if not wrong:
+            right_everywhere.append(lab)
+            continue
+        still = [v for v, c in cells.items() if not c["patched"]["right"]]
+        lines.append(f"| {lab} | {_ranges(wrong, releases)} | {_weights_text(cells[wrong[0]]['unpatched'])} | "
+                     f"{_ranges(still, releases) or 'none'} |")
+    lines += ["", f"Right on every release swept, without the patches ({len(right_everywhere)}): "
+              + "; ".join(right_everywhere) + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--versions", nargs="*", help="releases (default: every one installed under .ds-releases/)")
+    parser.add_argument("--out", default=RESULTS, help="folder for deepspeed_sweep.{json,md} (default: %(default)s)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per child (default: %(default)s)")
+    parser.add_argument("--design", action="store_true", help="print the design and exit")
+    args = parser.parse_args(argv)
+    if args.design:
+        for point in covering_design():
+            print(label(point))
+        return 0
+    versions = args.versions or sorted((v for v in deepspeed_releases.available_releases()
+                                        if deepspeed_releases.is_installed(v)), key=parse)
+    missing = [v for v in versions if not deepspeed_releases.is_installed(v)]
+    if missing:
+        raise SystemExit(f"not installed: {' '.join(missing)} (python benchmarks/deepspeed_releases.py install ...)")
+    sweep(versions, args.out, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
