@@ -4,6 +4,10 @@ Reads versions, config files and the launch command the run used; says for every
 `hit`, `not-hit` or `unknown`, with the facts that decided it.
 Exit codes: 0 nothing hit, 1 something hit (an unknown too with --strict), 2 usage error or
 unreadable input, 3 the audit itself failed.
+
+--probe also proves the run's configuration on the DeepSpeed installed here (sftrl_patches.audit.prove): one
+probe case, run with the patches off and on. It keeps the audit's exit code, except 1 when the patched run still
+drops a micro-batch, 2 when the run description lacks what the case needs, and 3 when the probe itself failed.
 """
 import argparse
 import json
@@ -35,7 +39,8 @@ def build_parser():
     parser = _SafeParser(
         prog="sftrl-doctor audit",
         usage="sftrl-doctor audit [--versions DIST==VER[,DIST==VER...]] [--requirements FILE] [--config FILE]... "
-              "[--world-size N] [--trainer KIND [--accumulation HOW]] [--json] [--strict] [-- COMMAND ARGS...]",
+              "[--world-size N] [--trainer KIND [--accumulation HOW]] [--json] [--strict] "
+              "[--probe [--probe-timeout S]] [-- COMMAND ARGS...]",
         description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " "),
         epilog="Example: sftrl-doctor audit --versions deepspeed==0.18.9,openrlhf==0.9.10 -- deepspeed --num_gpus 8 "
                "--module openrlhf.cli.train_sft --zero_stage 2 --adam_offload --train_batch_size 64 "
@@ -56,6 +61,11 @@ def build_parser():
                              "backward() per step() with set_gradient_accumulation_boundary (boundary) or without (manual)")
     parser.add_argument("--json", action="store_true", help=f"print the audit as JSON (schema {SCHEMA})")
     parser.add_argument("--strict", action="store_true", help="exit 1 on `unknown` too")
+    parser.add_argument("--probe", action="store_true",
+                        help="prove it: run one probe case built from this run's configuration on the DeepSpeed "
+                             "installed here, with the patches off and on, and print each step's micro-batch weights")
+    parser.add_argument("--probe-timeout", type=positive_int, default=300, metavar="S",
+                        help="with --probe: seconds per child run (two runs; default 300)")
     return parser
 
 
@@ -68,6 +78,12 @@ def _split_command(argv):
 
 def run_audit(args, command):
     """(report dict, exit code). InputError propagates."""
+    report, code, _ = _audit(args, command)
+    return report, code
+
+
+def _audit(args, command):
+    """(report dict, exit code, the run description). InputError propagates."""
     import sftrl_patches
     from .gather import build_run
     from .inputs import installed_versions, parse_versions_option, read_requirements
@@ -94,7 +110,7 @@ def run_audit(args, command):
               "command": command, "findings": findings}
     verdicts = {f["verdict"] for f in findings}
     code = EXIT_HIT if HIT in verdicts or (args.strict and UNKNOWN in verdicts) else EXIT_OK
-    return report, code
+    return report, code, run
 
 
 def to_text(report):
@@ -140,15 +156,56 @@ def main(argv=None):
         _say("sftrl-doctor audit: error: nothing after `--`: give the launch command")
         return EXIT_USAGE
     try:
-        report, code = run_audit(args, command)
+        report, code, run = _audit(args, command)
+        case = _probe_case(args, command, run) if args.probe else None
         # Credentials in the command, configs or sources never reach the output (the verdicts are already made).
         report = redact_report(report)
         out = json.dumps(report, indent=2) if args.json else redact_text(to_text(report))
+    except _Refused:
+        return EXIT_USAGE
     except InputError as exc:
         _say(f"sftrl-doctor audit: error: {exc}")
         return EXIT_USAGE
     except Exception as exc:  # the audit itself failed: distinct from "hit" and from bad input
         _say(f"sftrl-doctor audit: internal error: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
-    print(out)
-    return code
+    if case is None:
+        print(out)
+        return code
+    return _prove(args, report, code, run, case, out)
+
+
+class _Refused(Exception):
+    """--probe cannot build its case; the lines are already said."""
+
+
+def _probe_case(args, command, run):
+    """(case, notes) for --probe, or _Refused after saying what the run description lacks (exit 2)."""
+    from .prove import ProbeRefused, deepspeed_optimizer, probe_case
+    try:
+        return probe_case(run, deepspeed_optimizer(args.config, command, args.trainer))
+    except ProbeRefused as exc:
+        _say("sftrl-doctor audit: error: --probe: this run's description lacks what the probe case needs "
+             "(nothing is guessed; without --probe the audit alone runs):")
+        for line in exc.missing:
+            _say(f"    {line}")
+        raise _Refused() from None
+
+
+def _prove(args, report, code, run, case, out):
+    """Print the audit (text: at once, the probe takes a while), run the probe, print its part; the exit code."""
+    from . import prove
+    from .redact import redact_report, redact_text
+    if not args.json:
+        print(out, flush=True)
+    try:
+        probe = prove.run_probe(*case, run, report["versions"], timeout=args.probe_timeout)
+    except Exception as exc:  # the probe machinery itself failed
+        probe = {"status": "error", "case": case[0], "notes": case[1], "reason": f"{type(exc).__name__}: {exc}",
+                 "deepspeed": None, "audited_deepspeed": report["versions"].get("deepspeed")}
+    if args.json:
+        report["probe"] = redact_report(probe)
+        print(json.dumps(report, indent=2))
+    else:
+        print(redact_text(prove.to_text(probe)))
+    return prove.exit_code(probe, code, failed=EXIT_FAILED, hit=EXIT_HIT)
