@@ -8,6 +8,7 @@ METHODS = {  # name: (module, trainer class, config class or None for TRL's GRPO
     "relift": ("relift", "ReliftTrainer", "ReliftConfig"),
     "hpt": ("hpt", "HptTrainer", "HptConfig"),
     "prefix_rft": ("prefix_rft", "PrefixRftTrainer", "PrefixRftConfig"),
+    "bridge": ("bridge", "BridgeTrainer", "BridgeConfig"),
 }
 
 

@@ -6,7 +6,7 @@ import statistics
 from examples.sftrl_tiny.report import by_config, mean_std, save
 
 LABELS = {"sft_rl_buggy": "SFT→RL, buggy SFT", "sft_rl_fixed": "SFT→RL, corrected", "luffy": "LUFFY",
-          "srft": "SRFT", "relift": "ReLIFT", "hpt": "HPT", "prefix_rft": "Prefix-RFT"}
+          "srft": "SRFT", "relift": "ReLIFT", "hpt": "HPT", "prefix_rft": "Prefix-RFT", "bridge": "BRIDGE"}
 
 
 def improves(rows, base_accuracy):

@@ -3,7 +3,16 @@ up to 8192 new tokens, avg@32 on AIME24, AIME25 and AMC, pass@1 on MATH-500, Min
 OlympiadBench, Math-Verify grading. Benchmark sets load from the hub (rows with problem/question
 and answer are accepted); pass --benchmark NAME=SOURCE to use other copies.
 
+Predictors of the score after RL (examples/sftrl_tiny/predictors.py), off by default:
+--pass-k-samples N adds the unbiased pass@1..min(64, N) to every benchmark's json (N = a benchmark's
+own answers per problem reuses them, e.g. 32 on AIME; any other N draws N more); --heldout-data
+SOURCE adds a `heldout` command: the mean token NLL of the checkpoint on held-out expert solutions
+(rows with `target`, e.g. problems kept out of the SFT data), tokenised as SFT trains on them, no
+generation.
+
     python -m examples.recipes.evaluate --model ckpt/trl/grpo --dry-run
+    python -m examples.recipes.evaluate --model ckpt/trl/sft --pass-k-samples 64 \
+        --heldout-data data/openr1_heldout.jsonl --dry-run
 """
 import argparse
 import os
@@ -26,7 +35,15 @@ def commands(args, sources):
             "--data", sources.get(name, source), "--split", "test", "--samples", str(samples),
             "--temperature", "0.6", "--top-p", "0.95", "--max-new-tokens", "8192",
             "--tensor-parallel-size", str(args.tensor_parallel_size),
+            *(["--pass-k-samples", str(args.pass_k_samples)] if args.pass_k_samples else []),
             "--out", os.path.join(args.out, f"{name}.json"))
+    if args.heldout_data:
+        yield "heldout", common.python_module(
+            "examples.sftrl_tiny.evaluate", "--model", args.model, "--data", args.heldout_data,
+            "--split", args.heldout_split, "--samples", "0", "--heldout-loss",
+            "--heldout-batch-size", str(args.heldout_batch_size),
+            *(["--max-samples", str(args.heldout_max_samples)] if args.heldout_max_samples else []),
+            "--out", os.path.join(args.out, "heldout.json"))
 
 
 def main(argv=None):
@@ -38,8 +55,17 @@ def main(argv=None):
     parser.add_argument("--benchmark", action="append", default=[], metavar="NAME=SOURCE",
                         help="another copy of a benchmark: a hub name or jsonl file")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--pass-k-samples", type=int, default=0, metavar="N",
+                        help="also report pass@1..min(64, N) from N answers per problem (0: off)")
+    parser.add_argument("--heldout-data", metavar="SOURCE",
+                        help="rows with expert solutions (jsonl, folder or hub): adds the held-out loss command")
+    parser.add_argument("--heldout-split", default="train", help="split of --heldout-data (a folder or hub set)")
+    parser.add_argument("--heldout-max-samples", type=int, default=None, help="use only the first N held-out rows")
+    parser.add_argument("--heldout-batch-size", type=int, default=1, help="sequences per forward (8k-token rows)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
+    if args.pass_k_samples < 0:
+        parser.error("--pass-k-samples must be >= 0")
     sources = {}
     for item in args.benchmark:
         name, _, source = item.partition("=")

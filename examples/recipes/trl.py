@@ -3,14 +3,18 @@
 settings (global batch 64 as micro-batch 1 x GA x GPUs, 3 epochs, lr 5e-5, cosine to 10%,
 10% warm-up); `grpo` runs examples/sftrl_tiny/grpo.py (TRL's GRPOTrainer) with vLLM colocated
 and the paper's RL settings. The generated accelerate and DeepSpeed configs go to --out.
+`sft --sft-loss pear-token|pear-block|pear-seq` (and the --pear-* options) passes PEAR's reweighted
+SFT loss through to sft.py (examples/sftrl_tiny/pear.py); plain SFT is the default.
 
     python -m examples.recipes.trl sft --dry-run
+    python -m examples.recipes.trl sft --sft-loss pear-seq --dry-run
     python -m examples.recipes.trl grpo --sft-checkpoint ckpt/trl/sft --dry-run
 """
 import json
 import os
 
 from . import common
+from ..sftrl_tiny import pear
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sftrl_tiny", "configs")
 
@@ -59,7 +63,7 @@ def sft_command(args):
         "--micro-batch", str(paper["micro_batch"]), "--grad-accum", str(accumulation), "--lr", str(paper["lr"]),
         "--warmup-ratio", str(paper["warmup_ratio"]), "--min-lr-rate", str(paper["min_lr_ratio"]),
         "--weight-decay", str(paper["weight_decay"]), "--max-length", str(paper["max_len"]), "--bf16",
-        "--seed", str(args.seed)]
+        "--seed", str(args.seed), *pear.argv(args)]
 
 
 def grpo_command(args):
@@ -75,8 +79,11 @@ def grpo_command(args):
 
 
 def main(argv=None):
-    parser, _ = common.stage_parser(__doc__, "ckpt/trl")
+    parser, stages = common.stage_parser(__doc__, "ckpt/trl")
+    pear.add_arguments(stages["sft"])
     args = parser.parse_args(argv)
+    if args.stage == "sft":
+        pear.check_arguments(stages["sft"], args)
     command = sft_command(args) if args.stage == "sft" else grpo_command(args)
     return common.finish(command, common.environment(args.as_published), args.dry_run)
 

@@ -5,10 +5,14 @@ config (see examples/sftrl_tiny/configs); it also runs as a plain script.
 Writes the model to --out and one JSON line per optimizer step (loss, grad_norm, learning_rate)
 to --out/metrics.jsonl, plus run.json with the DeepSpeed version and the patch state seen
 inside the training process.
+
+--sft-loss pear-token|pear-block|pear-seq weights each completion token's loss by a clipped PEAR
+importance ratio (examples/sftrl_tiny/pear.py; the behaviour log-probabilities are collected once,
+before the first step); --sft-loss plain, the default, is TRL's SFTTrainer unchanged.
 """
 import argparse
 
-from . import run_files
+from . import pear, run_files
 from .loading import to_prompt_completion
 
 
@@ -29,7 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--max-length", type=int, default=8192)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true")
-    return parser.parse_args(argv)
+    pear.add_arguments(parser)
+    args = parser.parse_args(argv)
+    pear.check_arguments(parser, args)
+    return args
 
 
 def sft_config(args):
@@ -45,17 +52,28 @@ def sft_config(args):
         completion_only_loss=True, dataloader_num_workers=0)
 
 
+def build_trainer(args, model, tokenizer, dataset, callbacks=()):
+    """TRL's SFTTrainer for --sft-loss plain; PEAR's subclass of it for the pear-* losses."""
+    kwargs = dict(model=model, args=sft_config(args), train_dataset=dataset, processing_class=tokenizer,
+                  callbacks=list(callbacks))
+    if args.sft_loss == "plain":
+        from trl import SFTTrainer
+        return SFTTrainer(**kwargs)
+    from .pear import PearSFTTrainer
+    return PearSFTTrainer(pear=pear.Settings.from_args(args), **kwargs)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
+    import trl  # noqa: F401  (imported here, before the data, as it always was)
 
     dataset, logger = run_files.start(args, to_prompt_completion)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
-    trainer = SFTTrainer(model=model, args=sft_config(args), train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[logger])
-    run_files.train_and_save(trainer, tokenizer, args)
+    trainer = build_trainer(args, model, tokenizer, dataset, [logger])
+    extra = None if args.sft_loss == "plain" else (lambda: {"pear": trainer.pear_facts})
+    run_files.train_and_save(trainer, tokenizer, args, extra)
     return 0
 
 
