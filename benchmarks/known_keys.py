@@ -66,26 +66,31 @@ def _run(python, code, env=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# The releases read: the ones .ci/run installs, so that --check gives the same answer here and in CI.
+DEEPSPEED_RELEASES = ("0.17.6", "0.18.4", "0.18.6", "0.18.9", "0.19.6", "0.19.8")
+OPENRLHF_RELEASES = ("0.6.4", "0.9.10", "0.10.3", "0.10.4", "0.11.2")
+
+
 def deepspeed_keys():
     tables, read = {}, []
-    for folder in sorted(glob.glob(os.path.join(ROOT, ".ds-releases", "*"))):
+    for version in DEEPSPEED_RELEASES:
+        folder = os.path.join(ROOT, ".ds-releases", version)
         if not glob.glob(os.path.join(folder, "deepspeed-*.dist-info")):
-            continue  # the JIT build cache lives beside the releases
+            raise SystemExit(f"DeepSpeed {version} is not under .ds-releases/ (bash .ci/run installs it)")
         env = dict(os.environ, PYTHONPATH=folder, DS_ACCELERATOR="cpu", SFTRL_PATCHES_DISABLE="1")
         for section, names in _run(sys.executable, _DEEPSPEED_READER, env).items():
             tables.setdefault(section, set()).update(names)
-        read.append(os.path.basename(folder))
-    if not read:
-        raise SystemExit("no DeepSpeed release under .ds-releases/ (bash .ci/run installs them)")
+        read.append(version)
     return {k: sorted(v) for k, v in tables.items()}, sorted(read, key=_version_key)
 
 
 def openrlhf_flags():
     """--flags every OpenRLHF release defines with add_argument (any of its CLIs: argparse refuses the rest)."""
     flags = {}
-    for folder in sorted(glob.glob(os.path.join(ROOT, ".orl-releases", "*"))):
+    for version in OPENRLHF_RELEASES:
+        folder = os.path.join(ROOT, ".orl-releases", version)
         if not glob.glob(os.path.join(folder, "openrlhf-*.dist-info")):
-            continue
+            raise SystemExit(f"OpenRLHF {version} is not under .orl-releases/ (bash .ci/run installs it)")
         found = set()
         for path in glob.glob(os.path.join(folder, "openrlhf", "**", "*.py"), recursive=True):
             with open(path, encoding="utf-8") as handle:
@@ -94,9 +99,7 @@ def openrlhf_flags():
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
                     found.update(a.value[2:] for a in node.args
                                  if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("--"))
-        flags[os.path.basename(folder)] = sorted(found)
-    if not flags:
-        raise SystemExit("no OpenRLHF release under .orl-releases/ (bash .ci/run installs them)")
+        flags[version] = sorted(found)
     return dict(sorted(flags.items(), key=lambda item: _version_key(item[0])))
 
 

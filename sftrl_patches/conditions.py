@@ -26,6 +26,7 @@ FIELDS = {
     "tensor_parallel_size": "DeepSpeed tensor parallel size",
     "ring_attn_size": "ring attention size",
     "policy_loss_type": "policy loss type",
+    "optimizer": "optimizer",                           # client (the trainer's own), deepspeed (an `optimizer` block)
 }
 
 ACCUMULATION = {

@@ -28,7 +28,7 @@ _FALSE = {"false", "0", "no", "off", "none", ""}
 
 # The facts DeepSpeed's own settings decide; a DeepSpeed setting not understood withholds them all.
 DEEPSPEED_FIELDS = ("zero_stage", "offload_optimizer", "gradient_accumulation_steps", "micro_batches_per_step",
-                    "accumulation", "precision", "grad_accum_dtype", "immediate_grad_update")
+                    "accumulation", "precision", "grad_accum_dtype", "immediate_grad_update", "optimizer")
 # The facts a training loop decides; an entry point not understood withholds them (and DeepSpeed's).
 TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_parallel", "dynamic_batch",
                   "critic", "multimodal", "loss_agg_mode") + DEEPSPEED_FIELDS
@@ -37,7 +37,7 @@ TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_p
 RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
              "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
              "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
-             "tensor_parallel_size", "ring_attn_size", "sftrl_patches")
+             "tensor_parallel_size", "ring_attn_size", "optimizer", "sftrl_patches")
 
 
 class RunBuilder:
@@ -455,6 +455,7 @@ def describe_openrlhf(builder, kind, args, where, world_size, world_source):
     builder.offer("dynamic_batch", s["dynamic_batch"], where)
     builder.offer("pipeline_parallel", False, "OpenRLHF has no pipeline parallelism")
     builder.offer("immediate_grad_update", False, "DeepSpeed's default (OpenRLHF does not set it)")
+    builder.offer("optimizer", "client", "OpenRLHF builds its own optimizer and hands it to DeepSpeed")
     if kind == "openrlhf-ppo":
         builder.offer("critic", s["critic"], f"{where}: advantage estimator")
         world_size = s["actor_world"]

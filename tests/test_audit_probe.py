@@ -83,12 +83,12 @@ def test_nvme_optimizer_block_and_grad_accum_dtype(tmp_path):
     data["zero_optimization"] = {"stage": 1, "offload_optimizer": {"device": "nvme", "nvme_path": "/nvme"}}
     ds = write_json(tmp_path, data)
     run = build_run({}, [ds])
-    case, notes = probe_case(run, prove.deepspeed_optimizer([ds], None))
+    case, notes = probe_case(run, run["optimizer"])
     assert case["offload"] is True and any("nvme is probed as cpu" in note for note in notes)
     assert case["optimizer"] == "deepspeed_adam" and case["grad_accum_dtype"] == "fp32" and case["stage"] == 1
     # DeepSpeed's default grad_accum_dtype (the model's) stays unset, as in the run; no block: a client optimizer
     plain = write_json(tmp_path, DS_ZERO2_OFFLOAD_GA4, "plain.json")
-    case, _ = probe_case(build_run({}, [plain]), prove.deepspeed_optimizer([plain], None))
+    case, _ = probe_case(build_run({}, [plain]), "client")
     assert "grad_accum_dtype" not in case and "optimizer" not in case
 
 

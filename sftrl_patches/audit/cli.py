@@ -181,9 +181,9 @@ class _Refused(Exception):
 
 def _probe_case(args, command, run):
     """(case, notes) for --probe, or _Refused after saying what the run description lacks (exit 2)."""
-    from .prove import ProbeRefused, deepspeed_optimizer, probe_case
+    from .prove import ProbeRefused, probe_case
     try:
-        return probe_case(run, deepspeed_optimizer(args.config, command, args.trainer))
+        return probe_case(run, run.get("optimizer"))
     except ProbeRefused as exc:
         _say("sftrl-doctor audit: error: --probe: this run's description lacks what the probe case needs "
              "(nothing is guessed; without --probe the audit alone runs):")

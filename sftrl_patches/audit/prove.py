@@ -314,19 +314,3 @@ def exit_code(probe, audit_code, failed, hit):
     if probe["status"] == "ran" and not probe["patched"]["correct"]:
         return max(audit_code, hit)
     return audit_code
-
-
-def deepspeed_optimizer(config_paths, command, trainer=None):
-    """"deepspeed" when the run's DeepSpeed config (the first the audit reads, most specific first) has an
-    `optimizer` block, "client" when it has none, None when no DeepSpeed config was given. Read with the audit's
-    own readers (sftrl_patches.audit.gather), so the same files are found the same way."""
-    from .command import parse_command, program_kind
-    from .gather import _add_file, _from_launch, _Inputs
-    inputs = _Inputs()
-    launch = parse_command(command) if command else None
-    kind = program_kind(launch) if launch else None
-    if launch:
-        _from_launch(inputs, launch, kind, trainer if kind is None else None)
-    for path in config_paths or ():
-        _add_file(inputs, path)
-    return inputs.deepspeed[0][0]["optimizer"] if inputs.deepspeed else None
