@@ -16,6 +16,15 @@ from sftrl_patches import PATCHES
 from sftrl_patches.verdict import audit
 
 RESULTS = os.path.join(deepspeed_sweep.RESULTS, "deepspeed_sweep.json")
+# Cells the records do not explain, each with why; the test fails if one appears or disappears anywhere else.
+UNEXPLAINED = {
+    ("Z0 no-offload bf16 GA4 adamw", "0.18.6"): (
+        "from 0.18.6 on (every release to 0.19.8) the AdamW trajectory ends 0.0068 from torch AdamW fed the right "
+        "gradient, against 0.001 up to 0.17.5 (BF16_Optimizer), past the probe's bf16 tolerance of 0.005; the SGD "
+        "cells of the same configuration are right (every micro-batch weight 1 within 0.003), so no micro-batch is "
+        "lost: FP16_UnfusedOptimizer accumulates the bf16 gradients in bf16, and Adam's normalisation turns that "
+        "rounding into sign flips of tiny components. A precision change, not yet a record"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +52,19 @@ def test_the_committed_sweep_is_the_design_the_script_runs(sweep):
     assert len(sweep["releases"]) >= 2
 
 
+def _documented(label, version):
+    from sftrl_patches._version import parse
+    return any(label == known and parse(version) >= parse(first) for known, first in UNEXPLAINED)
+
+
 def test_every_cell_is_explained_by_the_records(sweep):
-    disagreements, crashed = [], []
+    disagreements, crashed, documented = [], [], set()
     for version, release, point, label, cell in _cells(sweep):
         if "error" in cell["unpatched"]:
             crashed.append(f"{version} {label}")
+            continue
+        if _documented(label, version):
+            documented.add((label, version, cell["unpatched"]["right"], cell["patched"]["right"]))
             continue
         hit, unknown = verdicts(point, version)
         if unknown:
@@ -62,6 +79,10 @@ def test_every_cell_is_explained_by_the_records(sweep):
             disagreements.append(f"{version} {label}: probe {'right' if cell['patched']['right'] else 'wrong'} "
                                  f"patched, records hit {sorted(hit)}, applied {sorted(applied)}")
     assert not disagreements, "\n".join(disagreements)
+    # the documented exceptions hold where documented: wrong with and without the patches, no record hitting them
+    for label, version, right, patched_right in documented:
+        point = {deepspeed_sweep.label(p): p for p in sweep["design"]}[label]
+        assert not right and not patched_right and verdicts(point, version)[0] == set(), (label, version)
 
 
 def test_the_summary_names_every_wrong_configuration(sweep):
@@ -80,3 +101,17 @@ def test_the_design_covers_every_pair_and_the_seeds():
     have = {((a, p[a]), (b, p[b])) for p in design for a, b in itertools.combinations(names, 2)}
     assert wanted <= have
     assert all(seed in design for seed in deepspeed_sweep.SEEDS)
+
+
+def test_readme_and_docs_state_what_the_committed_sweep_holds(sweep):
+    import re
+    root = os.path.dirname(deepspeed_sweep.RESULTS.rstrip(os.sep).rsplit(os.sep, 1)[0])
+    md = deepspeed_sweep.summary(sweep)
+    minutes = re.search(r"([0-9.]+) minutes on this machine", md).group(1)
+    configurations = len(sweep["design"])
+    for page in ("README.md", os.path.join("docs", "patches.md")):
+        with open(os.path.join(root, page), encoding="utf-8") as handle:
+            text = " ".join(handle.read().split())
+        assert f"{configurations} configurations" in text, page
+        assert f"{minutes} min" in text, page
+    assert len(sweep["releases"]) == 40

@@ -252,7 +252,9 @@ def _run_adam_case(case, torch, deepspeed, model, rank, world):
             x, y = _micro_batch(torch, step, rank, i, micro_batch)
             engine.backward(torch.nn.functional.mse_loss(engine(x.to(dtype)).float(), y))
             engine.step()
-        after = torch.cat([_full_param(safe_get_full_fp32_param, p).flatten() for p in engine.module.parameters()])
+        masters = _unmapped_masters(engine.optimizer)  # FP16_UnfusedOptimizer keeps fp32 groups of its own
+        after = torch.cat([_full_param(safe_get_full_fp32_param, p, masters).flatten()
+                           for p in engine.module.parameters()])
         expected = torch.cat([p.detach().flatten() for p in reference.parameters()])
         norm = engine.get_global_grad_norm()
         steps.append({"weights": [], "grad_norm": None if norm is None else float(norm),
