@@ -60,9 +60,15 @@ def observer_off(name, environ=None):
     disabled = disabled_names(environ)
     if disabled is not None and disabled != "all" and name in disabled:
         return DISABLE_VAR
-    if environ.get(VERDICT_VAR, "").strip().lower() in ("off", "0", "false", "no") and not environ.get(REPORT_VAR):
+    if verdict_silenced(environ) and not environ.get(REPORT_VAR):
         return f"{VERDICT_VAR}={environ[VERDICT_VAR]}"
     return ""
+
+
+def verdict_silenced(environ=None):
+    """SFTRL_PATCHES_VERDICT switches the run-time line off (the JSON-lines file may still be asked for)."""
+    environ = environ if environ is not None else os.environ
+    return environ.get(VERDICT_VAR, "").strip().lower() in ("off", "0", "false", "no")
 
 
 def strict(environ=None):

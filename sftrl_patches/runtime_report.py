@@ -16,7 +16,6 @@ from . import _config
 
 VERDICT_VAR, REPORT_VAR = _config.VERDICT_VAR, _config.REPORT_VAR
 SCHEMA = "sftrl-run-report/1"
-MARK = "__sftrl_report__"
 
 # module -> (class, what its __init__ builds, distribution)
 HOOKS = {
@@ -69,7 +68,7 @@ RECORDS = _records()
 def report_built(obj, kind, registry):
     """Evaluate and say the verdicts for a just-built engine or trainer. Never raises."""
     mode = os.environ.get(VERDICT_VAR, "rank0").strip().lower()
-    silent = mode in ("off", "0", "false", "no")
+    silent = _config.verdict_silenced()
     report_file = os.environ.get(REPORT_VAR)
     if silent and not report_file:
         return None

@@ -89,8 +89,6 @@ def _audit(args, command):
     from .inputs import installed_versions, parse_versions_option, read_requirements
     from ..verdict import HIT, UNKNOWN, audit
 
-    if args.world_size is not None and args.world_size < 1:
-        raise InputError(f"--world-size: expected a positive number, got {args.world_size}")
     if args.versions:
         versions, source = parse_versions_option(args.versions), "--versions"
         if args.requirements:
