@@ -40,20 +40,30 @@ GA, STEPS, CLIP = 4, 3, 0.3
 FACTORS = {
     "stage": (0, 1, 2, 3),
     "offload": (False, True),
+    "offload_param": (False, True),
     "dtype": ("fp32", "bf16", "fp16", "fp16-dynamic"),
     "grad_accum_dtype": (None, "fp32"),
-    "optimizer": ("sgd", "adamw"),
+    "optimizer": ("sgd", "adamw", "deepspeed_adam"),
     "mode": ("ga", "multi_backward", "no_boundary", "unmanaged"),
     "clip": (0.0, CLIP),
+    "ranks": (1, 2),
 }
+# The full grid runs on the releases on both sides of every known window's edge (registry records' first affected
+# and first fixed releases), and the newest.
+EDGES = ("0.15.1", "0.15.2", "0.17.5", "0.17.6", "0.18.2", "0.18.3", "0.18.4", "0.18.5", "0.18.6", "0.18.9",
+         "0.19.0", "0.19.8")
+# Two CPU ranks crash in step() on these (upstream #7828, loud, not silent: benchmarks/deepspeed_matrix.py --ranks 2).
+TWO_RANK_CRASH = ("0.18.7", "0.18.8", "0.18.9")
 
 
 def valid(point):
     """Combinations DeepSpeed accepts in some release (release-specific limits: runnable())."""
     if point["stage"] == 0 and point["offload"]:
         return False  # offloading needs ZeRO
-    if point["optimizer"] == "adamw" and point["mode"] != "ga":
-        return False  # the AdamW trajectory probe accumulates through DeepSpeed's GA only
+    if point["offload_param"] and point["stage"] != 3:
+        return False  # parameter offload is ZeRO-3's
+    if point["optimizer"] != "sgd" and point["mode"] != "ga":
+        return False  # the Adam trajectory probe accumulates through DeepSpeed's GA only
     if point["grad_accum_dtype"] and point["dtype"] == "fp32":
         return False  # the same as the default
     return True
@@ -62,14 +72,17 @@ def valid(point):
 def runnable(point, version):
     """Whether `version` has what the point needs."""
     v = parse(version)
+    if point["ranks"] > 1 and version in TWO_RANK_CRASH:
+        return False
     if point["mode"] == "unmanaged":
         return v >= parse("0.19.5") or (v >= parse("0.19.4") and not point["offload"])
     return True
 
 
-def _point(stage, offload, dtype="fp32", mode="ga", optimizer="sgd", grad_accum_dtype=None, clip=0.0):
-    return {"stage": stage, "offload": offload, "dtype": dtype, "grad_accum_dtype": grad_accum_dtype,
-            "optimizer": optimizer, "mode": mode, "clip": clip}
+def _point(stage, offload, dtype="fp32", mode="ga", optimizer="sgd", grad_accum_dtype=None, clip=0.0,
+           offload_param=False, ranks=1):
+    return {"stage": stage, "offload": offload, "offload_param": offload_param, "dtype": dtype,
+            "grad_accum_dtype": grad_accum_dtype, "optimizer": optimizer, "mode": mode, "clip": clip, "ranks": ranks}
 
 
 # Pairs cannot see a bug that needs three settings at once (ZeRO-2 + offload + accumulation): the design starts
@@ -80,7 +93,21 @@ SEEDS = (
     _point(1, False, "bf16", grad_accum_dtype="fp32"), _point(0, False, "bf16"), _point(0, False, "bf16",
                                                                                          optimizer="adamw"),
     _point(2, True, "bf16", optimizer="adamw"), _point(3, False, "bf16"), _point(2, False, "fp16-dynamic"),
+    _point(2, True, optimizer="deepspeed_adam"), _point(3, True, "bf16", offload_param=True),
+    _point(2, True, ranks=2), _point(2, False, ranks=2),
+    # what the full grid found on 0.19.8, followed on every release
+    _point(0, False, "fp16-dynamic"), _point(1, False, "bf16", "no_boundary", grad_accum_dtype="fp32"),
+    _point(2, True, "bf16", "no_boundary", grad_accum_dtype="fp32"),
 )
+
+
+GRID_FACTORS = {**FACTORS, "ranks": (1,)}  # two ranks: in the pairwise design on every release
+
+
+def full_grid(factors=GRID_FACTORS, valid=valid):
+    """Every valid combination, in a fixed order (one rank)."""
+    points = [dict(zip(factors, values)) for values in itertools.product(*factors.values())]
+    return [p for p in points if valid(p)]
 
 
 def covering_design(factors=FACTORS, valid=valid, seeds=SEEDS):
@@ -104,14 +131,19 @@ def covering_design(factors=FACTORS, valid=valid, seeds=SEEDS):
 
 
 def label(point):
-    parts = [f"Z{point['stage']}", "offload" if point["offload"] else "no-offload", point["dtype"]]
+    parts = [f"Z{point['stage']}", "offload" if point["offload"] else "no-offload"]
+    if point["offload_param"]:
+        parts.append("param-offload")
+    parts.append(point["dtype"])
     if point["grad_accum_dtype"]:
         parts.append(f"{point['grad_accum_dtype']}-accum")
     parts.append({"ga": f"GA{GA}", "multi_backward": f"GA1x{GA} boundary", "no_boundary": f"GA1x{GA} no-boundary",
                   "unmanaged": f"GA1x{GA} unmanaged"}[point["mode"]])
-    parts.append(point["optimizer"])
+    parts.append({"deepspeed_adam": "ds-adam"}.get(point["optimizer"], point["optimizer"]))
     if point["clip"]:
         parts.append(f"clip {point['clip']}")
+    if point["ranks"] > 1:
+        parts.append(f"{point['ranks']} ranks")
     return " ".join(parts)
 
 
@@ -125,8 +157,10 @@ def probe_case(point):
         case["loss_scale"] = "dynamic"
     if point["grad_accum_dtype"]:
         case["grad_accum_dtype"] = point["grad_accum_dtype"]
-    if point["optimizer"] == "adamw":
-        case["optimizer"] = "adamw"
+    if point["optimizer"] != "sgd":
+        case["optimizer"] = point["optimizer"]
+    if point["offload_param"]:
+        case["offload_param"] = True
     return case
 
 
@@ -138,28 +172,38 @@ def run_description(point, version):
     return {"trainer": "deepspeed", "uses_deepspeed": True, "zero_stage": point["stage"],
             "offload_optimizer": "cpu" if point["offload"] else "none",
             "gradient_accumulation_steps": GA if point["mode"] == "ga" else 1,
-            "micro_batches_per_step": GA, "accumulation": accumulation, "data_parallel_size": 1,
+            "micro_batches_per_step": GA, "accumulation": accumulation, "data_parallel_size": point["ranks"],
             "precision": dtype, "grad_accum_dtype": point["grad_accum_dtype"] or dtype,
-            "immediate_grad_update": False, "pipeline_parallel": False, "optimizer": "client",
-            "loss_scale": "dynamic" if point["dtype"] == "fp16-dynamic" else ("static" if dtype == "fp16" else None),
+            "immediate_grad_update": False, "pipeline_parallel": False,
+            "optimizer": "deepspeed" if point["optimizer"] == "deepspeed_adam" else "client",
+            "fp16_loss_scale": "dynamic" if point["dtype"] == "fp16-dynamic" else (1.0 if dtype == "fp16" else None),
             "gradient_clipping": point["clip"], "versions": {"deepspeed": version}, "sources": {}}
 
 
-def _cell(result):
+def _cell(result, compact=False):
     if "error" in result:
         return {"right": False, "error": result["error"][:300]}
+    right = case_is_correct(result)
+    if compact and right:  # the grid keeps the numbers of wrong cells only: a right cell is all weights 1
+        return {"right": True}
     steps = result.get("steps", [])
-    return {"right": case_is_correct(result), "weights": [s["weights"] for s in steps],
+    return {"right": right, "weights": [s["weights"] for s in steps],
             "residual": [round(s.get("residual", 0.0), 4) for s in steps],
             "max_param_diff": result.get("max_param_diff"), "optimizer_class": steps[0].get("optimizer") if steps else None}
 
 
-def sweep(versions, out_dir, timeout):
-    design = covering_design()
+KINDS = {  # --grid writes another file: the pairwise design's results stay as they are
+    "pairwise": {"file": "deepspeed_sweep", "design": covering_design, "compact": False},
+    "grid": {"file": "deepspeed_grid", "design": full_grid, "compact": True},
+}
+
+
+def sweep(versions, out_dir, timeout, kind="pairwise"):
+    design = KINDS[kind]["design"]()
     os.makedirs(out_dir, exist_ok=True)
-    raw_path = os.path.join(out_dir, "deepspeed_sweep.json")
-    data = {"schema": "sftrl-sweep/1", "ga": GA, "steps": STEPS, "factors": {k: list(v) for k, v in FACTORS.items()},
-            "design": design, "releases": {}}
+    raw_path = os.path.join(out_dir, KINDS[kind]["file"] + ".json")
+    data = {"schema": "sftrl-sweep/2", "kind": kind, "ga": GA, "steps": STEPS,
+            "factors": {k: list(v) for k, v in FACTORS.items()}, "design": design, "releases": {}}
     if os.path.exists(raw_path):  # a killed run keeps what it finished: go on from there
         with open(raw_path, encoding="utf-8") as handle:
             previous = json.load(handle)
@@ -170,24 +214,29 @@ def sweep(versions, out_dir, timeout):
             continue
         started = time.time()
         points = [p for p in design if runnable(p, version)]
-        cases = [probe_case(p) for p in points]
         env = deepspeed_releases.child_env(version)
+        # one extension folder for every release: torch rebuilds DeepSpeed's CPU Adam only when its sources change
+        # (a hash of them), not once per release (minutes of g++ each)
+        env["TORCH_EXTENSIONS_DIR"] = os.path.join(deepspeed_releases.ROOT, "torch_extensions", "shared")
         release = {"cells": {}}
         for patched in (False, True):
-            payload = run_child(cases, patched=patched, env=env, timeout=timeout)
             key = "patched" if patched else "unpatched"
-            for point, result in zip(points, payload["results"]):
-                release["cells"].setdefault(label(point), {})[key] = _cell(result)
-            release[f"{key}_states"] = {n: s for n, s in payload["patches"].items()}
+            for ranks in sorted({p["ranks"] for p in points}):  # one child per rank count
+                chosen = [p for p in points if p["ranks"] == ranks]
+                payload = run_child([probe_case(p) for p in chosen], patched=patched, nprocs=ranks, env=env,
+                                    timeout=timeout)
+                for point, result in zip(chosen, payload["results"]):
+                    release["cells"].setdefault(label(point), {})[key] = _cell(result, KINDS[kind]["compact"])
+                release[f"{key}_states"] = {n: s for n, s in payload["patches"].items()}
         release["seconds"] = round(time.time() - started, 1)
         data["releases"][version] = release
         with open(raw_path, "w", encoding="utf-8") as handle:  # after every release: a killed run loses one
-            json.dump(data, handle, indent=1, sort_keys=True)
+            json.dump(data, handle, indent=None if KINDS[kind]["compact"] else 1, sort_keys=True)
         wrong = sum(not c["unpatched"]["right"] for c in release["cells"].values())
         still = sum(not c["patched"]["right"] for c in release["cells"].values())
         print(f"{version}: {len(points)} cases, {wrong} wrong unpatched, {still} wrong patched, "
               f"{release['seconds']} s", flush=True)
-    with open(os.path.join(out_dir, "deepspeed_sweep.md"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(out_dir, KINDS[kind]["file"] + ".md"), "w", encoding="utf-8") as handle:
         handle.write(summary(data))
     return data
 
@@ -218,15 +267,23 @@ def _weights_text(cell):
     return text
 
 
+def _minutes(data):
+    return f"{sum(r['seconds'] for r in data['releases'].values()) / 60:.1f} minutes on this machine"
+
+
 def summary(data):
-    """The wrong regions a person reads: per configuration, the releases where it is wrong, and how."""
+    """The wrong regions a person reads: per configuration (pairwise) or per region of the grid, the releases where
+    it is wrong, and how."""
+    if data.get("kind") == "grid":
+        return grid_summary(data)
     releases = sorted(data["releases"], key=parse)
     labels = sorted({lab for r in data["releases"].values() for lab in r["cells"]})
     lines = ["# DeepSpeed configuration sweep", "",
              f"`python benchmarks/deepspeed_sweep.py`: {len(data['design'])} configurations (every pair of factor "
-             f"values at least once), GA {data['ga']}, {data['steps']} SGD/AdamW steps, one rank, on "
+             f"values at least once), GA {data['ga']}, {data['steps']} optimizer steps, one or two ranks, on "
              f"{len(releases)} releases ({', '.join(releases)}), with and without the patches. "
-             f"{sum(r['seconds'] for r in data['releases'].values()) / 60:.1f} minutes on this machine.", "",
+             f"{_minutes(data)}. Two-rank cells are not run on {', '.join(TWO_RANK_CRASH)} (upstream #7828: "
+             "step() crashes with two CPU ranks).", "",
              "Wrong without the patches (weights of the worst step; 1 = a micro-batch counted; "
              "\"leak\": a later step carries earlier ones):", "",
              "| configuration | wrong on | how (first such release) | with the patches, still wrong on |",
@@ -246,23 +303,80 @@ def summary(data):
     return "\n".join(lines)
 
 
+def _region(points):
+    """The factor values every point of a group shares: the group's description."""
+    shared = [(name, points[0][name]) for name in FACTORS if all(p[name] == points[0][name] for p in points)]
+    return ", ".join(f"{name}={value}" for name, value in shared) or "(nothing in common)"
+
+
+def _why(point, version, cells):
+    """What explains a wrong cell: the records the audit says hit its run description, or the crash it met."""
+    cell = cells[version]["unpatched"]
+    if "error" in cell:
+        return "crash: " + cell["error"].split(":")[0]
+    from sftrl_patches import PATCHES
+    from sftrl_patches.verdict import audit
+    findings = audit([p for p in PATCHES.values() if p.distribution == "deepspeed"], run_description(point, version))
+    return ", ".join(sorted(f["check"] for f in findings if f["verdict"] == "hit")) or "none"
+
+
+def grid_summary(data):
+    """Wrong cells grouped by where they are wrong (unpatched, patched); each group named by what its
+    configurations share."""
+    releases = sorted(data["releases"], key=parse)
+    points = {label(p): p for p in data["design"]}
+    groups = {}
+    for lab, point in points.items():
+        cells = {v: data["releases"][v]["cells"][lab] for v in releases if lab in data["releases"][v]["cells"]}
+        wrong = tuple(v for v, c in cells.items() if not c["unpatched"]["right"])
+        still = tuple(v for v, c in cells.items() if not c["patched"]["right"])
+        if wrong or still:
+            groups.setdefault((wrong, still, _why(point, (wrong or still)[0], cells)), []).append(point)
+    cells_run = sum(len(r["cells"]) for r in data["releases"].values())
+    lines = ["# DeepSpeed full grid at the window edges", "",
+             f"`python benchmarks/deepspeed_sweep.py --grid`: every valid combination of the factors "
+             f"({len(data['design'])} configurations), GA {data['ga']}, {data['steps']} optimizer steps, one rank, on the "
+             f"{len(releases)} releases on both sides of each known window's edges ({', '.join(releases)}), with and "
+             f"without the patches: {cells_run} cells run twice. {_minutes(data)}.", "",
+             "| release | configurations run | wrong without the patches | wrong with them |", "|---|---|---|---|"]
+    for version in releases:
+        cells = data["releases"][version]["cells"].values()
+        lines.append(f"| {version} | {len(cells)} | {sum(not c['unpatched']['right'] for c in cells)} | "
+                     f"{sum(not c['patched']['right'] for c in cells)} |")
+    lines += ["", "Wrong regions (configurations grouped by the releases where they are wrong; a region is named by "
+              "the factor values all its configurations share; a crash is loud, not silent):", "",
+              "| region | configurations | wrong on, without the patches | still wrong with them | records that "
+              "hit it (first such release) | example |",
+              "|---|---|---|---|---|---|"]
+    for (wrong, still, why), members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+        example = label(members[0])
+        # the grid's releases are not consecutive: each one named, never a range
+        lines.append(f"| {_region(members)} | {len(members)} | {', '.join(wrong) or 'none'} | "
+                     f"{', '.join(still) or 'none'} | {why} | {example} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--versions", nargs="*", help="releases (default: every one installed under .ds-releases/)")
     parser.add_argument("--out", default=RESULTS, help="folder for deepspeed_sweep.{json,md} (default: %(default)s)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per child (default: %(default)s)")
+    parser.add_argument("--grid", action="store_true",
+                        help="the full grid (default releases: the window edges) into deepspeed_grid.{json,md}")
     parser.add_argument("--design", action="store_true", help="print the design and exit")
     args = parser.parse_args(argv)
+    kind = "grid" if args.grid else "pairwise"
     if args.design:
-        for point in covering_design():
+        for point in KINDS[kind]["design"]():
             print(label(point))
         return 0
-    versions = args.versions or sorted((v for v in deepspeed_releases.available_releases()
-                                        if deepspeed_releases.is_installed(v)), key=parse)
+    versions = args.versions or (list(EDGES) if args.grid else sorted(
+        (v for v in deepspeed_releases.available_releases() if deepspeed_releases.is_installed(v)), key=parse))
     missing = [v for v in versions if not deepspeed_releases.is_installed(v)]
     if missing:
         raise SystemExit(f"not installed: {' '.join(missing)} (python benchmarks/deepspeed_releases.py install ...)")
-    sweep(versions, args.out, args.timeout)
+    sweep(versions, args.out, args.timeout, kind)
     return 0
 
 

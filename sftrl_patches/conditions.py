@@ -17,6 +17,7 @@ FIELDS = {
     "data_parallel_size": "data-parallel ranks",
     "precision": "precision",                           # fp32, fp16, bf16
     "grad_accum_dtype": "data_types.grad_accum_dtype",  # fp32, fp16, bf16 (DeepSpeed's default: the model's)
+    "fp16_loss_scale": "fp16.loss_scale",               # "dynamic" (0, DeepSpeed's default) or the static scale
     "pipeline_parallel": "pipeline parallelism",
     "immediate_grad_update": "bf16.immediate_grad_update",
     "dynamic_batch": "dynamic batching",

@@ -28,7 +28,8 @@ _FALSE = {"false", "0", "no", "off", "none", ""}
 
 # The facts DeepSpeed's own settings decide; a DeepSpeed setting not understood withholds them all.
 DEEPSPEED_FIELDS = ("zero_stage", "offload_optimizer", "gradient_accumulation_steps", "micro_batches_per_step",
-                    "accumulation", "precision", "grad_accum_dtype", "immediate_grad_update", "optimizer")
+                    "accumulation", "precision", "grad_accum_dtype", "fp16_loss_scale", "immediate_grad_update",
+                    "optimizer")
 # The facts a training loop decides; an entry point not understood withholds them (and DeepSpeed's).
 TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_parallel", "dynamic_batch",
                   "critic", "multimodal", "loss_agg_mode") + DEEPSPEED_FIELDS
@@ -36,7 +37,7 @@ TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_p
 # The order a description is shown in (text and JSON).
 RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
              "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
-             "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
+             "fp16_loss_scale", "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
              "tensor_parallel_size", "ring_attn_size", "optimizer", "sftrl_patches")
 
 
@@ -221,6 +222,7 @@ def deepspeed_config(config, where):
         "offload_optimizer": device,
         "precision": precision,
         "grad_accum_dtype": as_dtype(data_types.get("grad_accum_dtype"), f"{where}: data_types.grad_accum_dtype"),
+        "fp16_loss_scale": fp16_loss_scale(fp16, where) if fp16_on else None,
         "immediate_grad_update": as_bool(bf16.get("immediate_grad_update", False),
                                          f"{where}: bf16.immediate_grad_update"),
         "gradient_accumulation_steps": as_int(config.get("gradient_accumulation_steps"),
@@ -233,6 +235,20 @@ def deepspeed_config(config, where):
         "doubts": doubts,
     }
     return settings
+
+
+def fp16_loss_scale(fp16, where):
+    """fp16.loss_scale: "dynamic" (0 or unset, DeepSpeed's default) or the static scale; None for "auto"."""
+    value = fp16.get("loss_scale", 0)
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None  # whoever fills it in (the HF integration) decides
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: fp16.loss_scale: expected a number, got {value!r}") from None
+    if scale < 0:
+        raise InputError(f"{where}: fp16.loss_scale: expected 0 (dynamic) or a positive scale, got {value!r}")
+    return "dynamic" if scale == 0 else scale
 
 
 def hf_training_args(args, where, keys=None):

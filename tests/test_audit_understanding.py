@@ -217,3 +217,28 @@ def test_llamafactory_stock_zero0_example_is_hit_on_the_release_it_allows(capsys
     code, _, findings = audit(["--versions", "llamafactory==0.9.5,deepspeed==0.18.6", "--", "llamafactory-cli",
                                "train", yaml_path], capsys)
     assert findings["deepspeed-zero0-bf16-unfused-7837"]["verdict"] == "not-hit" and code == 0
+
+
+@pytest.mark.parametrize("fp16, version, verdict", [
+    ({"enabled": True}, "0.18.4", "hit"),                               # DeepSpeed's default: dynamic
+    ({"enabled": True, "loss_scale": 0, "initial_scale_power": 16}, "0.19.8", "hit"),
+    ({"enabled": True, "loss_scale": 128}, "0.19.8", "hit"),            # any static scale but 1
+    ({"enabled": True, "loss_scale": 1}, "0.19.8", "not-hit"),
+    ({"enabled": True}, "0.18.2", "not-hit"),                           # before the backward() change
+    ({"enabled": True, "loss_scale": "auto"}, "0.19.8", "unknown"),     # whoever fills it in decides
+])
+def test_zero0_fp16_loss_scale_record_reads_the_loss_scale(tmp_path, capsys, fp16, version, verdict):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 0}, "fp16": fp16, "gradient_accumulation_steps": 4,
+                                "train_micro_batch_size_per_gpu": 2}))
+    _, report, findings = audit(["--versions", f"deepspeed=={version}", "--trainer", "deepspeed", "--accumulation",
+                                 "engine", "--config", str(path)], capsys)
+    assert findings["deepspeed-zero0-fp16-loss-scale-unapplied"]["verdict"] == verdict, report["run"]
+
+
+def test_a_negative_or_wordy_loss_scale_is_refused(tmp_path, capsys):
+    path = tmp_path / "ds.json"
+    for value in (-1, "big"):
+        path.write_text(json.dumps({"zero_optimization": {"stage": 0}, "fp16": {"enabled": True, "loss_scale": value}}))
+        code, _, err = audit(["--versions", "deepspeed==0.19.8", "--config", str(path)], capsys)
+        assert code == 2 and "fp16.loss_scale" in err

@@ -185,8 +185,8 @@ def _describe_layers(builder, inputs, world, world_source, trainer):
             s["micro_batch"] for s, _ in inputs.deepspeed):
         micro = 8  # TrainingArguments' default per_device_train_batch_size
     for settings, where in inputs.deepspeed:
-        for field in ("zero_stage", "offload_optimizer", "precision", "grad_accum_dtype", "immediate_grad_update",
-                      "gradient_accumulation_steps", "optimizer"):
+        for field in ("zero_stage", "offload_optimizer", "precision", "grad_accum_dtype", "fp16_loss_scale",
+                      "immediate_grad_update", "gradient_accumulation_steps", "optimizer"):
             builder.offer(field, settings[field], where)
         micro = micro or settings["micro_batch"]
         _check_batch(builder, settings, where, micro, world)

@@ -134,7 +134,11 @@ def probe_case(run, optimizer=None):
     else:
         notes.append("the run's own optimizer is probed as torch SGD (linear in the gradient, so each micro-batch's "
                      "weight in the update can be read off)")
-    if case["dtype"] == "fp16":
+    if case["dtype"] == "fp16" and run.get("fp16_loss_scale") == "dynamic":
+        case["loss_scale"] = "dynamic"
+        notes.append("fp16 with a dynamic loss scale, as the run: probed from 2**8 (DeepSpeed's default starts at "
+                     "2**16; a wrong scale shows as every weight 1/256)")
+    elif case["dtype"] == "fp16":
         notes.append("fp16 is probed with a static loss scale of 1 (no skipped steps); the run's loss scaling is not "
                      "reproduced")
     if run.get("immediate_grad_update"):
@@ -152,6 +156,8 @@ def case_label(case):
         parts.append(f"GA 1, {case['ga']}x backward(), {boundary}")
     if case.get("grad_accum_dtype"):
         parts.append(f"grad_accum_dtype {case['grad_accum_dtype']}")
+    if case.get("loss_scale") == "dynamic":
+        parts.append("dynamic loss scale")
     if case.get("optimizer") == "deepspeed_adam":
         parts.append("DeepSpeed Adam")
     return ", ".join(parts)

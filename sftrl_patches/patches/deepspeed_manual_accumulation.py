@@ -106,8 +106,9 @@ MANUAL_ACCUMULATION_LEAK = Patch(
                  fp: shape for fp, shape in ASYNC_ACCUMULATE_CORRECT.items() if not shape.startswith("0.14")})),
     when=All(Fact("zero_stage", "in", (1, 2)), Fact("offload_optimizer", "==", "cpu"),
              Fact("gradient_accumulation_steps", "==", 1), several_micro_batches(), NO_BOUNDARY,
-             # The sweep: on 0.19.8 fp16 with fp32 grad_accum_dtype sums right (ZeRO-1, one cell; 0.19.7 does not).
-             Any(Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "!=", "fp16"),
+             # The sweep and the grid: on 0.19.8 bf16 or fp16 with fp32 grad_accum_dtype sums right (its compact
+             # fp32 accumulation path; ZeRO-1 and ZeRO-2); 0.19.7 does not.
+             Any(Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "==", "fp32"),
                  Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32"))),
     impact="the first optimizer step loses its first micro-batch, and every later step also carries the "
            "gradients of all earlier steps",
@@ -134,7 +135,10 @@ MANUAL_ACCUMULATION_LAST_ONLY = Patch(
     when=All(Fact("zero_stage", "in", (1, 2)), Fact("gradient_accumulation_steps", "==", 1),
              several_micro_batches(), NO_BOUNDARY,
              Any(All(Fact("offload_optimizer", "==", "none", "no optimizer offload"),
-                     Fact("version:deepspeed", ">=", "0.17.6")),
+                     Fact("version:deepspeed", ">=", "0.17.6"),
+                     # the grid: on 0.19.8 bf16 or fp16 with fp32 grad_accum_dtype sums right (ZeRO-1 and ZeRO-2)
+                     Any(Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "==", "fp32"),
+                         Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32"))),
                  All(Fact("offload_optimizer", "==", "cpu"), Fact("version:deepspeed", "<", "0.19.0")))),
     impact="only the last of the {micro_batches_per_step} backward calls of every step reaches the optimizer "
            "(0.17.6-0.18.2 without offload: a TypeError in the second backward)",

@@ -74,8 +74,10 @@ def run_child(cases, patched, nprocs=1, timeout=300, python=None, env=None):
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, child_env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="sftrl-probe-") as tmp:
         out = os.path.join(tmp, "result.json")
-        module_args = ["-m", "sftrl_patches.probes.deepspeed_offload", "--cases", json.dumps(list(cases)),
-                       "--out", out]
+        cases_file = os.path.join(tmp, "cases.json")  # a file: a sweep's cases overflow a command line
+        with open(cases_file, "w") as handle:
+            json.dump(list(cases), handle)
+        module_args = ["-m", "sftrl_patches.probes.deepspeed_offload", "--cases", "@" + cases_file, "--out", out]
         command = launch_command(python, nprocs, module_args)
         started = time.time()
         proc = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout)
