@@ -1,24 +1,27 @@
-"""Search the configuration space for silent gradient bugs: a pairwise design over what users configure,
-on every DeepSpeed release installed, with and without the patches; writes benchmarks/results/deepspeed_sweep.{json,md}.
+"""Search the configuration space for silent gradient bugs, on DeepSpeed releases, with and without the patches:
+a pairwise design on every release (benchmarks/results/deepspeed_sweep.{json,md}), or with --grid every valid
+one-rank combination on the releases at the known windows' edges (deepspeed_grid.{json,md}).
 
-    python benchmarks/deepspeed_sweep.py                          # every release under .ds-releases/
+    python benchmarks/deepspeed_sweep.py                          # pairwise, every release under .ds-releases/
+    python benchmarks/deepspeed_sweep.py --grid                   # the full grid, the EDGES releases
     python benchmarks/deepspeed_sweep.py --versions 0.18.4 0.18.9 --out /tmp/sweep
 
-Factors (one rank, GA 4 micro-batches of 2 samples, 3 optimizer steps, tiny MLP; see the probe,
-sftrl_patches/probes/deepspeed_offload.py): ZeRO stage 0-3; optimizer offload none/cpu; fp32, bf16, fp16 with
-a static loss scale of 1 or DeepSpeed's dynamic one; grad_accum_dtype default or fp32; the client's optimizer
-(SGD, whose update the probe solves for per-micro-batch weights, or AdamW, compared as a trajectory with torch
-AdamW fed the right gradient); accumulation by DeepSpeed's GA, several backward() with the boundary set,
-without it, or `managed_gradient_accumulation: false` (0.19.4+; 0.19.5+ with offload); gradient clipping off
-or at 0.3 (below this model's gradient norm, so it acts). Every pair of values that can go together appears in
-at least one case (a greedy covering design, the same on every release). Not swept here: two ranks (DeepSpeed
-0.18.7-0.18.9 crash in step() with two CPU ranks, upstream #7828; see deepspeed_matrix.py --ranks 2),
-parameter offload, DeepSpeed's own optimizer block (it JIT-builds its CPU Adam per release).
+Factors (GA 4 micro-batches of 2 samples, 3 optimizer steps, tiny MLP; see the probe,
+sftrl_patches/probes/deepspeed_offload.py): ZeRO stage 0-3; optimizer offload none/cpu; parameter offload
+(ZeRO-3); fp32, bf16, fp16 with a static loss scale of 1 or DeepSpeed's dynamic one (from 2**8);
+grad_accum_dtype default or fp32; the client's SGD (whose update the probe solves for per-micro-batch
+weights) or AdamW, or DeepSpeed's own Adam from an `optimizer` block (DeepSpeedCPUAdam with offload, FusedAdam
+without; both compared as a trajectory with torch Adam fed the right gradient); accumulation by DeepSpeed's GA,
+several backward() with the boundary set, without it, or `managed_gradient_accumulation: false` (0.19.4+;
+0.19.5+ with offload); gradient clipping off or at 0.3 (below this model's gradient norm, so it acts); one or
+two ranks (not run on 0.18.7-0.18.9, whose step() crashes with two CPU ranks: upstream #7828). Every pair of
+values that can go together appears in at least one pairwise case (a greedy covering design after the seeds,
+the same on every release). DeepSpeed's Adam is JIT-built by torch into one shared extension folder.
 
 A cell is right when every step's update is the step's mean gradient (the probe's case_is_correct).
 tests/test_sweep_agreement.py holds the audit's verdict on each cell's run description equal to what the
 probe saw: a wrong unpatched cell is hit by some record, a right one by none, and a patched cell is right
-exactly when every record that hits it is patched there.
+exactly when every record that hits it is patched there. A killed run keeps the releases it finished.
 """
 import argparse
 import itertools
@@ -335,9 +338,11 @@ def grid_summary(data):
     cells_run = sum(len(r["cells"]) for r in data["releases"].values())
     lines = ["# DeepSpeed full grid at the window edges", "",
              f"`python benchmarks/deepspeed_sweep.py --grid`: every valid combination of the factors "
-             f"({len(data['design'])} configurations), GA {data['ga']}, {data['steps']} optimizer steps, one rank, on the "
-             f"{len(releases)} releases on both sides of each known window's edges ({', '.join(releases)}), with and "
-             f"without the patches: {cells_run} cells run twice. {_minutes(data)}.", "",
+             f"({len(data['design'])} configurations), GA {data['ga']}, {data['steps']} optimizer steps, one rank, on "
+             f"{len(releases)} of the {len(EDGES)} releases on both sides of the known windows' edges "
+             f"({', '.join(releases)}), with and without the patches: {cells_run} cells run twice. {_minutes(data)}."
+             + (f" Not run yet: {', '.join(v for v in EDGES if v not in releases)}." if set(EDGES) - set(releases)
+                else ""), "",
              "| release | configurations run | wrong without the patches | wrong with them |", "|---|---|---|---|"]
     for version in releases:
         cells = data["releases"][version]["cells"].values()
@@ -361,7 +366,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--versions", nargs="*", help="releases (default: every one installed under .ds-releases/)")
     parser.add_argument("--out", default=RESULTS, help="folder for deepspeed_sweep.{json,md} (default: %(default)s)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per child (default: %(default)s)")
+    parser.add_argument("--timeout", type=int, default=1800,
+                        help="seconds per child (default: %(default)s; a grid child runs 756 cases)")
     parser.add_argument("--grid", action="store_true",
                         help="the full grid (default releases: the window edges) into deepspeed_grid.{json,md}")
     parser.add_argument("--design", action="store_true", help="print the design and exit")

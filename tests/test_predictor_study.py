@@ -137,3 +137,30 @@ def test_the_smoke_run_measures_every_predictor_and_the_outcome(smoke):
     assert records["short_only"]["patch"].get("deepspeed-offload-ga-drop") == "patched"
     for name in ("results.md", "results.json", "predictors.png"):
         assert os.path.exists(os.path.join(out, name)), name
+
+
+def test_report_only_reads_the_finished_runs_back_and_says_what_is_missing(smoke, capsys):
+    out, results, records = smoke
+    code = predictor_study.main(["--smoke", "--seeds", "0", "--configs", "buggy", "short_only", "fixed",
+                                 "--out", str(out), "--report-only"])
+    assert code == 0
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+        again = {r["config"]: r for r in json.load(handle)["records"]}
+    assert set(again) == {"buggy", "short_only"}   # fixed never ran here
+    for config, rec in records.items():
+        for key in ("sft_accuracy", "heldout_loss", "rl_accuracy", "pass_at_k"):
+            assert again[config][key] == rec[key], (config, key)
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as handle:
+        assert "Stopped early: 2 of the 3 runs asked for finished" in handle.read()
+
+
+def test_resume_reads_finished_runs_back_without_training_again(smoke, capsys):
+    out, results, records = smoke
+    base_made = os.path.getmtime(os.path.join(out, "base", "config.json"))
+    code = predictor_study.main(["--smoke", "--seeds", "0", "--configs", "buggy", "short_only", "--out", str(out),
+                                 "--resume"])
+    assert code == 0 and "finished earlier, read back" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(out, "base", "config.json")) == base_made   # the base model kept
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+        again = {r["config"]: r for r in json.load(handle)["records"]}
+    assert {c: again[c]["rl_accuracy"] for c in again} == {c: records[c]["rl_accuracy"] for c in records}

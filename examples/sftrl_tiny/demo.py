@@ -215,15 +215,17 @@ def prepare(args, progress):
     tokenizer_module.save(tokenizer, os.path.join(args.out, "base"))
 
 
-def run_comparison(args, argv, module_name, make_runner, write, first_port):
-    """One tiny comparison from start to end: the data and base model made once in --out, then
-    `make_runner()` -> (run_one, extra meta); run_one(config, seed, port, threads, progress) for every
-    configuration x seed, --parallel at a time; write(out, records, meta); results.md printed."""
+def run_comparison(args, argv, module_name, make_runner, write, first_port, reuse_base=False):
+    """One tiny comparison from start to end: the data and base model made once in --out (kept when
+    `reuse_base` and --out holds them), then `make_runner()` -> (run_one, extra meta); run_one(config, seed,
+    port, threads, progress) for every configuration x seed, --parallel at a time; write(out, records, meta);
+    results.md printed."""
     os.makedirs(args.out, exist_ok=True)
     jobs = [(config, seed) for seed in args.seeds for config in args.configs]
     progress = Progress(len(jobs))
     started = time.time()
-    prepare(args, progress)
+    if not (reuse_base and os.path.isdir(os.path.join(args.out, "base"))):
+        prepare(args, progress)
     run_one, extra_meta = make_runner()
     lanes = min(args.parallel, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // lanes)

@@ -55,7 +55,11 @@ def write(out, records, meta):
     settings = meta["settings"]
     groups = by_variant(records)
     n = settings["pass_k_samples"]
-    lines = heading("What predicts the score after RL, and PEAR, on the tiny pipeline", meta) + [
+    lines = heading("What predicts the score after RL, and PEAR, on the tiny pipeline", meta)
+    if meta.get("finished_runs", 0) < meta.get("asked_runs", 0):
+        lines += [f"Stopped early: {meta['finished_runs']} of the {meta['asked_runs']} runs asked for finished; the "
+                  "report (`--report-only`) reads those. The wall time runs from the base model to the last of them.", ""]
+    lines += [
         "| variant | what | seeds | SFT avg@N (%) | pass@N (%) | held-out loss | after RL (%) | RL gain (points) |",
         "|---|---|---|---|---|---|---|---|"]
     for config in [c for c in VARIANTS if c in groups]:

@@ -49,8 +49,14 @@ PREDICTORS = (("sft_accuracy", "SFT accuracy (avg@N, validation)", True),
 
 
 def parse_args(argv=None):
+    def report_flag(parser):
+        parser.add_argument("--report-only", action="store_true",
+                            help="write the report from the runs already finished in --out (same flags as the study)")
+        parser.add_argument("--resume", action="store_true",
+                            help="go on with a study stopped early: keep --out's data, base model and finished runs "
+                                 "(same flags as the study)")
     return demo.parse_comparison_args(argv, __doc__, "results/predictors", list(VARIANTS),
-                                      {**demo.DEFAULTS, **DEFAULTS}, {**demo.SMOKE, **SMOKE})[1]
+                                      {**demo.DEFAULTS, **DEFAULTS}, {**demo.SMOKE, **SMOKE}, report_flag)[1]
 
 
 def short_problems(args):
@@ -87,6 +93,9 @@ def pre_rl_command(args, seed, model, out):
 def pipeline(args, short_folder, variant, seed, port, threads, progress):
     """SFT -> pre-RL measures -> GRPO -> test accuracy, for one variant and seed; returns its record."""
     folder = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
+    if args.resume and load_record(folder, variant, seed):
+        progress.say(f"{variant} seed {seed}: finished earlier, read back", finished=True)
+        return load_record(folder, variant, seed)
     os.makedirs(folder, exist_ok=True)
     env = demo.child_env(threads, disable=None if VARIANTS[variant][1] else "1")
     sft, rl = os.path.join(folder, "sft"), os.path.join(folder, "rl")
@@ -96,17 +105,46 @@ def pipeline(args, short_folder, variant, seed, port, threads, progress):
     demo.run(demo.grpo_command(args, sft, rl, args.grpo_lr, seed), os.path.join(folder, "grpo.log"), env)
     after = os.path.join(folder, "eval_rl.json")
     demo.run(demo.evaluation_command(args, seed, rl, after), os.path.join(folder, "eval_rl.log"), env)
-    summary = read_json(before)["summary"]
-    pass_k = summary["pass_at_k"]
-    record = {"config": variant, "seed": seed, "sft_accuracy": summary["accuracy"], "pass_at_k": pass_k,
-              "pass_at_1": pass_k["1"], "pass_at_8": pass_k.get("8", pass_k[str(len(pass_k))]),
-              "pass_at_max": pass_k[str(len(pass_k))], "heldout_loss": summary["heldout_loss"],
-              "rl_accuracy": read_json(after)["summary"]["accuracy"],
-              "patch": read_json(os.path.join(sft, "run.json")).get("patches", {})}
+    record = load_record(folder, variant, seed)
     progress.say(f"{variant} seed {seed}: SFT {record['sft_accuracy']:.3f} (pass@{len(pass_k)} "
                  f"{record['pass_at_max']:.3f}, held-out loss {record['heldout_loss']:.3f}) -> RL "
                  f"{record['rl_accuracy']:.3f}", finished=True)
     return record
+
+
+def load_record(folder, variant, seed):
+    """One finished run's record, read back from its folder (None when it has not finished)."""
+    before, after = os.path.join(folder, "pre_rl.json"), os.path.join(folder, "eval_rl.json")
+    if not (os.path.exists(before) and os.path.exists(after)):
+        return None
+    summary = read_json(before)["summary"]
+    pass_k = summary["pass_at_k"]
+    return {"config": variant, "seed": seed, "sft_accuracy": summary["accuracy"], "pass_at_k": pass_k,
+            "pass_at_1": pass_k["1"], "pass_at_8": pass_k.get("8", pass_k[str(len(pass_k))]),
+            "pass_at_max": pass_k[str(len(pass_k))], "heldout_loss": summary["heldout_loss"],
+            "rl_accuracy": read_json(after)["summary"]["accuracy"],
+            "patch": read_json(os.path.join(folder, "sft", "run.json")).get("patches", {}),
+            "finished_at": os.path.getmtime(after)}
+
+
+def report_only(args, argv):
+    """The report from the runs already finished in --out (a study stopped early, or read again): the wall
+    time is from the base model to the last finished run."""
+    from . import predictor_report
+    records = [r for r in (load_record(os.path.join(args.out, "runs", f"{v}-seed{s}"), v, s)
+                           for s in args.seeds for v in args.configs) if r]
+    if not records:
+        raise SystemExit(f"no finished run in {os.path.join(args.out, 'runs')}")
+    started = os.path.getmtime(os.path.join(args.out, "base", "config.json"))
+    wall = max(r["finished_at"] for r in records) - started
+    asked = len(args.seeds) * len(args.configs)
+    short = load_rows(os.path.join(args.out, "data-short"), "train")
+    command = "python -m examples.sftrl_tiny.predictor_study " + " ".join(a for a in argv if a != "--report-only")
+    meta = {"command": command, "wall_s": wall, "settings": vars(args), "short_problems": len(short),
+            "finished_runs": len(records), "asked_runs": asked}
+    predictor_report.write(args.out, records, meta)
+    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
+    return 0
 
 
 def make_runner(args):
@@ -115,10 +153,14 @@ def make_runner(args):
 
 
 def main(argv=None):
+    import sys
     from . import predictor_report
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.report_only:
+        return report_only(args, argv)
     return demo.run_comparison(args, argv, "examples.sftrl_tiny.predictor_study", lambda: make_runner(args),
-                               predictor_report.write, first_port=29800)
+                               predictor_report.write, first_port=29800, reuse_base=args.resume)
 
 
 if __name__ == "__main__":

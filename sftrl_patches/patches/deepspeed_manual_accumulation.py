@@ -136,6 +136,10 @@ MANUAL_ACCUMULATION_LAST_ONLY = Patch(
              several_micro_batches(), NO_BOUNDARY,
              Any(All(Fact("offload_optimizer", "==", "none", "no optimizer offload"),
                      Fact("version:deepspeed", ">=", "0.17.6"),
+                     # the sweep: bf16 + ZeRO-1 + fp32 grad_accum_dtype builds BF16_Optimizer (FP16_UnfusedOptimizer
+                     # on 0.17.6-0.18.4), not ZeRO's, and sums every backward
+                     Any(Fact("zero_stage", "!=", 1), Fact("precision", "!=", "bf16"),
+                         Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32")),
                      # the grid: on 0.19.8 bf16 or fp16 with fp32 grad_accum_dtype sums right (ZeRO-1 and ZeRO-2)
                      Any(Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "==", "fp32"),
                          Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32"))),
