@@ -164,3 +164,34 @@ def test_resume_reads_finished_runs_back_without_training_again(smoke, capsys):
     with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
         again = {r["config"]: r for r in json.load(handle)["records"]}
     assert {c: again[c]["rl_accuracy"] for c in again} == {c: records[c]["rl_accuracy"] for c in records}
+
+
+def test_readme_and_demos_quote_the_committed_study():
+    folder = os.path.join(ROOT, "examples", "sftrl_tiny", "results-predictors")
+    with open(os.path.join(folder, "results.json"), encoding="utf-8") as handle:
+        committed = json.load(handle)
+    records = committed["records"]
+    outcome = [r["rl_accuracy"] for r in records]
+    rho_sft = correlation.spearman([r["sft_accuracy"] for r in records], outcome)
+    rho_pass = correlation.spearman([r["pass_at_max"] for r in records], outcome)
+    quoted = [f"Spearman +{rho_sft:.2f}", f"pass@64 worst (+{rho_pass:.2f})", f"{committed['wall_s'] / 60:.1f} min",
+              f"stopped after {committed['finished_runs']} of {committed['asked_runs']} runs"]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = " ".join(handle.read().split())
+    for text in quoted:
+        assert text in readme, text
+    with open(os.path.join(ROOT, "docs", "demos.md"), encoding="utf-8") as handle:
+        demos = " ".join(handle.read().split())
+    assert f"(rho +{rho_sft:.2f}" in demos and f"(rho +{rho_pass:.2f}" in demos
+    with open(os.path.join(folder, "results.md"), encoding="utf-8") as handle:
+        assert handle.read() == predictor_report_text(committed)
+
+
+def predictor_report_text(committed, tmp=None):
+    """results.md as the report writes it from the committed results.json (the plot is not compared)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        meta = {k: v for k, v in committed.items() if k != "records"}
+        predictor_report.write(out, committed["records"], meta)
+        with open(os.path.join(out, "results.md"), encoding="utf-8") as handle:
+            return handle.read()
