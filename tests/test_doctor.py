@@ -111,7 +111,7 @@ def test_named_checks_and_list():
     assert names == ["deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-zero2-ga-7718",
                      "deepspeed-offload-manual-accumulation", "deepspeed-manual-accumulation-last-only",
                      "deepspeed-bf16-last-micro-batch-7985", "deepspeed-bf16-unfused-65536-7788",
-                     "deepspeed-zero0-bf16-unfused-7837",
+                     "deepspeed-zero0-bf16-unfused-7837", "deepspeed-zero0-fp16-loss-scale-unapplied",
                      "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
                      "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
                      "openrlhf-dynamic-batch-zero12", "llamafactory-multimodal-loss-7448", "run-report-deepspeed",
