@@ -106,7 +106,7 @@ def pipeline(args, short_folder, variant, seed, port, threads, progress):
     after = os.path.join(folder, "eval_rl.json")
     demo.run(demo.evaluation_command(args, seed, rl, after), os.path.join(folder, "eval_rl.log"), env)
     record = load_record(folder, variant, seed)
-    progress.say(f"{variant} seed {seed}: SFT {record['sft_accuracy']:.3f} (pass@{len(pass_k)} "
+    progress.say(f"{variant} seed {seed}: SFT {record['sft_accuracy']:.3f} (pass@{len(record['pass_at_k'])} "
                  f"{record['pass_at_max']:.3f}, held-out loss {record['heldout_loss']:.3f}) -> RL "
                  f"{record['rl_accuracy']:.3f}", finished=True)
     return record
