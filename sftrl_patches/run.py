@@ -222,7 +222,8 @@ def deepspeed_config(config, where):
         "offload_optimizer": device,
         "precision": precision,
         "grad_accum_dtype": as_dtype(data_types.get("grad_accum_dtype"), f"{where}: data_types.grad_accum_dtype"),
-        "fp16_loss_scale": fp16_loss_scale(fp16, where) if fp16_on else None,
+        # read unless fp16 is off: with "enabled": "auto" the HF integration decides fp16, the scale stays this one
+        "fp16_loss_scale": fp16_loss_scale(fp16, where) if fp16 and fp16_on is not False else None,
         "immediate_grad_update": as_bool(bf16.get("immediate_grad_update", False),
                                          f"{where}: bf16.immediate_grad_update"),
         "gradient_accumulation_steps": as_int(config.get("gradient_accumulation_steps"),

@@ -242,3 +242,18 @@ def test_a_negative_or_wordy_loss_scale_is_refused(tmp_path, capsys):
         path.write_text(json.dumps({"zero_optimization": {"stage": 0}, "fp16": {"enabled": True, "loss_scale": value}}))
         code, _, err = audit(["--versions", "deepspeed==0.19.8", "--config", str(path)], capsys)
         assert code == 2 and "fp16.loss_scale" in err
+
+
+def test_llamafactory_stock_zero0_config_with_fp16_is_hit_by_the_loss_scale_record(tmp_path, capsys):
+    # Llama-Factory's own ds_z0_config.json leaves fp16.enabled "auto" (the HF integration fills it from fp16: true)
+    # and sets loss_scale 0: dynamic, the case the grid found wrong from 0.18.3.
+    setup = os.path.join(ROOT, "examples", "audits", "setups", "llamafactory_z0_example")
+    with open(os.path.join(setup, "qwen3_full_sft.yaml"), encoding="utf-8") as handle:
+        yaml_text = handle.read().replace("bf16: true", "fp16: true")
+    assert "fp16: true" in yaml_text
+    (tmp_path / "qwen3_full_sft.yaml").write_text(yaml_text)
+    (tmp_path / "ds_z0_config.json").write_text(open(os.path.join(setup, "ds_z0_config.json"), encoding="utf-8").read())
+    code, report, findings = audit(["--versions", "llamafactory==0.9.5,deepspeed==0.18.4", "--", "llamafactory-cli",
+                                    "train", str(tmp_path / "qwen3_full_sft.yaml")], capsys)
+    assert report["run"]["fp16_loss_scale"] == "dynamic" and report["run"]["precision"] == "fp16"
+    assert findings["deepspeed-zero0-fp16-loss-scale-unapplied"]["verdict"] == "hit" and code == 1
