@@ -310,15 +310,21 @@ def _region(points):
     return ", ".join(f"{name}={value}" for name, value in shared) or "(nothing in common)"
 
 
+def verdicts(point, version):
+    """(records hit, records unknown): the DeepSpeed records' verdicts on a cell's run description."""
+    from sftrl_patches import PATCHES
+    from sftrl_patches.verdict import audit
+    findings = audit([p for p in PATCHES.values() if p.distribution == "deepspeed"], run_description(point, version))
+    return ({f["check"] for f in findings if f["verdict"] == "hit"},
+            {f["check"] for f in findings if f["verdict"] == "unknown"})
+
+
 def _why(point, version, cells):
     """What explains a wrong cell: the records the audit says hit its run description, or the crash it met."""
     cell = cells[version]["unpatched"]
     if "error" in cell:
         return "crash: " + cell["error"].split(":")[0]
-    from sftrl_patches import PATCHES
-    from sftrl_patches.verdict import audit
-    findings = audit([p for p in PATCHES.values() if p.distribution == "deepspeed"], run_description(point, version))
-    return ", ".join(sorted(f["check"] for f in findings if f["verdict"] == "hit")) or "none"
+    return ", ".join(sorted(verdicts(point, version)[0])) or "none"
 
 
 def grid_summary(data):

@@ -13,8 +13,6 @@ import os
 import pytest
 
 import deepspeed_sweep
-from sftrl_patches import PATCHES
-from sftrl_patches.verdict import audit
 
 RESULTS = {kind: os.path.join(deepspeed_sweep.RESULTS, spec["file"] + ".json")
            for kind, spec in deepspeed_sweep.KINDS.items()}
@@ -57,11 +55,7 @@ def _cells(sweep):
             yield version, release, points[label], label, cell
 
 
-def verdicts(point, version):
-    run = deepspeed_sweep.run_description(point, version)
-    findings = audit([p for p in PATCHES.values() if p.distribution == "deepspeed"], run)
-    return ({f["check"] for f in findings if f["verdict"] == "hit"},
-            {f["check"] for f in findings if f["verdict"] == "unknown"})
+verdicts = deepspeed_sweep.verdicts
 
 
 def test_the_committed_sweep_is_the_design_the_script_runs(sweep):

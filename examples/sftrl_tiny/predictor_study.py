@@ -93,9 +93,10 @@ def pre_rl_command(args, seed, model, out):
 def pipeline(args, short_folder, variant, seed, port, threads, progress):
     """SFT -> pre-RL measures -> GRPO -> test accuracy, for one variant and seed; returns its record."""
     folder = os.path.join(args.out, "runs", f"{variant}-seed{seed}")
-    if args.resume and load_record(folder, variant, seed):
+    finished = load_record(folder, variant, seed) if args.resume else None
+    if finished:
         progress.say(f"{variant} seed {seed}: finished earlier, read back", finished=True)
-        return load_record(folder, variant, seed)
+        return finished
     os.makedirs(folder, exist_ok=True)
     env = demo.child_env(threads, disable=None if VARIANTS[variant][1] else "1")
     sft, rl = os.path.join(folder, "sft"), os.path.join(folder, "rl")

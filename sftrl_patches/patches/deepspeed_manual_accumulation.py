@@ -93,6 +93,12 @@ def _before_copy(optimizer, param, args, kwargs):
 NO_BOUNDARY = Fact("accumulation", "==", "manual", "several engine.backward() calls before one step() without "
                    "set_gradient_accumulation_boundary")
 
+# The sweep and the grid: on 0.19.8 bf16 or fp16 with fp32 grad_accum_dtype sums right (its compact fp32
+# accumulation path; ZeRO-1 and ZeRO-2, with and without offload); 0.19.7 does not. Both records stand aside there.
+NOT_COMPACT_FP32_ACCUMULATION = Any(
+    Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "==", "fp32"),
+    Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32"))
+
 MANUAL_ACCUMULATION_LEAK = Patch(
     name="deepspeed-offload-manual-accumulation",
     title="ZeRO-1/2 + offload_optimizer=cpu + GA=1 with several backward() per step and no boundary set: "
@@ -106,10 +112,7 @@ MANUAL_ACCUMULATION_LEAK = Patch(
                  fp: shape for fp, shape in ASYNC_ACCUMULATE_CORRECT.items() if not shape.startswith("0.14")})),
     when=All(Fact("zero_stage", "in", (1, 2)), Fact("offload_optimizer", "==", "cpu"),
              Fact("gradient_accumulation_steps", "==", 1), several_micro_batches(), NO_BOUNDARY,
-             # The sweep and the grid: on 0.19.8 bf16 or fp16 with fp32 grad_accum_dtype sums right (its compact
-             # fp32 accumulation path; ZeRO-1 and ZeRO-2); 0.19.7 does not.
-             Any(Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "==", "fp32"),
-                 Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32"))),
+             NOT_COMPACT_FP32_ACCUMULATION),
     impact="the first optimizer step loses its first micro-batch, and every later step also carries the "
            "gradients of all earlier steps",
     links=("https://github.com/deepspeedai/DeepSpeed/pull/7981 (0.19.0, where the accumulation path began)",
@@ -140,9 +143,7 @@ MANUAL_ACCUMULATION_LAST_ONLY = Patch(
                      # on 0.17.6-0.18.4), not ZeRO's, and sums every backward
                      Any(Fact("zero_stage", "!=", 1), Fact("precision", "!=", "bf16"),
                          Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32")),
-                     # the grid: on 0.19.8 bf16 or fp16 with fp32 grad_accum_dtype sums right (ZeRO-1 and ZeRO-2)
-                     Any(Fact("version:deepspeed", "<", "0.19.8"), Fact("precision", "==", "fp32"),
-                         Fact("grad_accum_dtype", "!=", "fp32", "grad_accum_dtype other than fp32"))),
+                     NOT_COMPACT_FP32_ACCUMULATION),
                  All(Fact("offload_optimizer", "==", "cpu"), Fact("version:deepspeed", "<", "0.19.0")))),
     impact="only the last of the {micro_batches_per_step} backward calls of every step reaches the optimizer "
            "(0.17.6-0.18.2 without offload: a TypeError in the second backward)",
