@@ -202,7 +202,10 @@ KINDS = {  # --grid writes another file: the pairwise design's results stay as t
 }
 
 
-def sweep(versions, out_dir, timeout, kind="pairwise"):
+def sweep(versions, out_dir, timeout, kind="pairwise", rerun_patched=()):
+    """Run the design on each release not yet in the results (a killed run goes on from there). `rerun_patched`:
+    releases already there whose patched half runs again (after a change to the patches; the unpatched half runs
+    with every patch off, so the change cannot touch it)."""
     design = KINDS[kind]["design"]()
     os.makedirs(out_dir, exist_ok=True)
     raw_path = os.path.join(out_dir, KINDS[kind]["file"] + ".json")
@@ -214,13 +217,14 @@ def sweep(versions, out_dir, timeout, kind="pairwise"):
         if previous.get("design") == design:
             data["releases"] = previous.get("releases", {})
     for version in versions:
-        if version in data["releases"]:
+        again = version in rerun_patched and version in data["releases"]
+        if version in data["releases"] and not again:
             continue
         started = time.time()
         points = [p for p in design if runnable(p, version)]
         env = deepspeed_releases.child_env(version)  # its own torch extension folder: a rerun reuses the builds
-        release = {"cells": {}}
-        for patched in (False, True):
+        release = data["releases"][version] if again else {"cells": {}}
+        for patched in (True,) if again else (False, True):
             key = "patched" if patched else "unpatched"
             for ranks in sorted({p["ranks"] for p in points}):  # one child per rank count
                 chosen = [p for p in points if p["ranks"] == ranks]
@@ -229,14 +233,14 @@ def sweep(versions, out_dir, timeout, kind="pairwise"):
                 for point, result in zip(chosen, payload["results"]):
                     release["cells"].setdefault(label(point), {})[key] = _cell(result, KINDS[kind]["compact"])
                 release[f"{key}_states"] = {n: s for n, s in payload["patches"].items()}
-        release["seconds"] = round(time.time() - started, 1)
+        release["patched_rerun_seconds" if again else "seconds"] = round(time.time() - started, 1)
         data["releases"][version] = release
         with open(raw_path, "w", encoding="utf-8") as handle:  # after every release: a killed run loses one
             json.dump(data, handle, indent=None if KINDS[kind]["compact"] else 1, sort_keys=True)
         wrong = sum(not c["unpatched"]["right"] for c in release["cells"].values())
         still = sum(not c["patched"]["right"] for c in release["cells"].values())
         print(f"{version}: {len(points)} cases, {wrong} wrong unpatched, {still} wrong patched, "
-              f"{release['seconds']} s", flush=True)
+              f"{release['patched_rerun_seconds' if again else 'seconds']} s", flush=True)
     with open(os.path.join(out_dir, KINDS[kind]["file"] + ".md"), "w", encoding="utf-8") as handle:
         handle.write(summary(data))
     return data
@@ -269,7 +273,12 @@ def _weights_text(cell):
 
 
 def _minutes(data):
-    return f"{sum(r['seconds'] for r in data['releases'].values()) / 60:.1f} minutes on this machine"
+    text = f"{sum(r['seconds'] for r in data['releases'].values()) / 60:.1f} minutes on this machine"
+    again = {v: r["patched_rerun_seconds"] for v, r in data["releases"].items() if "patched_rerun_seconds" in r}
+    if again:
+        text += (f" (then the patched half again on {len(again)} releases after a change to the patches "
+                 f"(--rerun-patched), {sum(again.values()) / 60:.1f} minutes)")
+    return text
 
 
 def summary(data):
@@ -374,6 +383,9 @@ def main(argv=None):
                         help="seconds per child (default: %(default)s; a grid child runs 756 cases)")
     parser.add_argument("--grid", action="store_true",
                         help="the full grid (default releases: the window edges) into deepspeed_grid.{json,md}")
+    parser.add_argument("--rerun-patched", nargs="+", metavar="VERSION",
+                        help="run the patched half again on these releases, already in the results (after a change "
+                             "to the patches); with no --versions only these run")
     parser.add_argument("--design", action="store_true", help="print the design and exit")
     args = parser.parse_args(argv)
     kind = "grid" if args.grid else "pairwise"
@@ -381,12 +393,12 @@ def main(argv=None):
         for point in KINDS[kind]["design"]():
             print(label(point))
         return 0
-    versions = args.versions or (list(EDGES) if args.grid else sorted(
+    versions = args.versions or args.rerun_patched or (list(EDGES) if args.grid else sorted(
         (v for v in deepspeed_releases.available_releases() if deepspeed_releases.is_installed(v)), key=parse))
     missing = [v for v in versions if not deepspeed_releases.is_installed(v)]
     if missing:
         raise SystemExit(f"not installed: {' '.join(missing)} (python benchmarks/deepspeed_releases.py install ...)")
-    sweep(versions, args.out, args.timeout, kind)
+    sweep(versions, args.out, args.timeout, kind, rerun_patched=args.rerun_patched or ())
     return 0
 
 

@@ -15,11 +15,27 @@ def fingerprint_lines(lines):
     return hashlib.sha256("\n".join(kept).encode("utf-8")).hexdigest()[:16]
 
 
+def undecorated(obj):
+    """The function a decorator wraps, also when the decorator does not say so (no functools.wraps): DeepSpeed's
+    instrument_w_nvtx returns a closure over `func`, so the live attribute is that closure, while the file holds the
+    decorated method's own source."""
+    import inspect
+    obj = inspect.unwrap(obj)
+    code = getattr(obj, "__code__", None)
+    while (code is not None and "<locals>" in getattr(obj, "__qualname__", "") and "func" in code.co_freevars
+           and obj.__closure__):
+        inner = obj.__closure__[code.co_freevars.index("func")].cell_contents
+        if not callable(inner) or getattr(inner, "__name__", None) is None:
+            break
+        obj = inspect.unwrap(inner)
+        code = getattr(obj, "__code__", None)
+    return obj
+
+
 def fingerprint_object(obj):
     """Fingerprint of a live function's source; raises OSError/TypeError when there is none."""
     import inspect
-    obj = inspect.unwrap(obj)
-    lines, _ = inspect.getsourcelines(obj)
+    lines, _ = inspect.getsourcelines(undecorated(obj))
     return fingerprint_lines(lines)
 
 

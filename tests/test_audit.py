@@ -180,12 +180,12 @@ def test_accelerate_yaml_pointing_at_a_deepspeed_config_file(tmp_path, capsys):
     assert report["run"]["grad_accum_dtype"] == "fp32" and report["run"]["offload_optimizer"] == "none"
     bf16 = findings["deepspeed-bf16-last-micro-batch-7985"]
     assert bf16["verdict"] == "hit" and "each of the 4 ranks" in bf16["effect"]
-    assert findings["deepspeed-bf16-unfused-65536-7788"]["verdict"] == "not-hit"  # fixed in 0.18.5
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "not-hit"  # 0.18.5 builds BF16_Optimizer
     # 0.18.4 never builds BF16_Optimizer here: the fp16 wrapper instead, each update / 65536
     _, _, findings = audit_json(["--versions", "deepspeed==0.18.4", "--config", config, "--trainer", "transformers",
                                  "--", "accelerate", "launch", "train.py", "--gradient_accumulation_steps", "1"], capsys)
-    assert findings["deepspeed-bf16-unfused-65536-7788"]["verdict"] == "hit"
-    assert "1/65536" in findings["deepspeed-bf16-unfused-65536-7788"]["effect"]
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit"
+    assert "1/65536" in findings["deepspeed-loss-scale-unapplied"]["effect"]
     assert findings["deepspeed-bf16-last-micro-batch-7985"]["verdict"] == "not-hit"
 
 

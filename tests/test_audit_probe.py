@@ -166,9 +166,10 @@ def test_probe_says_it_proves_the_installed_release_not_the_audited_one(tmp_path
     assert "✗ [1, 0, 0, 1]" in proc.stdout and "✓ [1, 1, 1, 1]" in proc.stdout
 
 
-def test_probe_proves_the_zero0_fp16_loss_scale_record_on_the_users_own_config(tmp_path):
+def test_probe_proves_the_loss_scale_record_and_its_patch_on_the_users_own_config(tmp_path):
     # What the full grid found: DeepSpeed's default fp16 (dynamic loss scale) at ZeRO-0, never scaled, unscaled
-    # anyway; the probe reproduces the dynamic scale (from 2**8), so every weight reads 1/256.
+    # anyway; the probe reproduces the dynamic scale (from 2**8), so every weight reads 1/256 without the patches,
+    # and 1 with them.
     env = require_release("0.18.9")
     ds = write_json(tmp_path, {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 4,
                                "zero_optimization": {"stage": 0}, "fp16": {"enabled": True}})
@@ -177,9 +178,10 @@ def test_probe_proves_the_zero0_fp16_loss_scale_record_on_the_users_own_config(t
     report = json.loads(proc.stdout)
     assert proc.returncode == 1, proc.stderr
     findings = {f["check"]: f["verdict"] for f in report["findings"]}
-    assert findings["deepspeed-zero0-fp16-loss-scale-unapplied"] == "hit"
+    assert findings["deepspeed-loss-scale-unapplied"] == "hit"
     probe = report["probe"]
     assert probe["case"]["loss_scale"] == "dynamic" and probe["case"]["dtype"] == "fp16"
-    for run in ("unpatched", "patched"):   # no patch: the same with and without
-        assert all(abs(w - 1 / 256) < 1e-4 for step in probe[run]["weights"] for w in step), probe[run]
-        assert not probe[run]["correct"]
+    assert all(abs(w - 1 / 256) < 1e-4 for step in probe["unpatched"]["weights"] for w in step), probe["unpatched"]
+    assert not probe["unpatched"]["correct"]
+    assert all(abs(w - 1) < 0.005 for step in probe["patched"]["weights"] for w in step), probe["patched"]
+    assert probe["patched"]["correct"]

@@ -214,9 +214,11 @@ def test_llamafactory_stock_zero0_example_is_hit_on_the_release_it_allows(capsys
                                     "train", yaml_path], capsys)
     assert report["run"]["zero_stage"] == 0 and report["run"]["precision"] == "bf16"
     assert findings["deepspeed-zero0-bf16-unfused-7837"]["verdict"] == "hit" and code == 1
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit"  # both faults of the wrapper, both patched
     code, _, findings = audit(["--versions", "llamafactory==0.9.5,deepspeed==0.18.6", "--", "llamafactory-cli",
                                "train", yaml_path], capsys)
     assert findings["deepspeed-zero0-bf16-unfused-7837"]["verdict"] == "not-hit" and code == 0
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "not-hit"
 
 
 @pytest.mark.parametrize("fp16, version, verdict", [
@@ -233,7 +235,7 @@ def test_zero0_fp16_loss_scale_record_reads_the_loss_scale(tmp_path, capsys, fp1
                                 "train_micro_batch_size_per_gpu": 2}))
     _, report, findings = audit(["--versions", f"deepspeed=={version}", "--trainer", "deepspeed", "--accumulation",
                                  "engine", "--config", str(path)], capsys)
-    assert findings["deepspeed-zero0-fp16-loss-scale-unapplied"]["verdict"] == verdict, report["run"]
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == verdict, report["run"]
 
 
 def test_a_negative_or_wordy_loss_scale_is_refused(tmp_path, capsys):
@@ -256,4 +258,4 @@ def test_llamafactory_stock_zero0_config_with_fp16_is_hit_by_the_loss_scale_reco
     code, report, findings = audit(["--versions", "llamafactory==0.9.5,deepspeed==0.18.4", "--", "llamafactory-cli",
                                     "train", str(tmp_path / "qwen3_full_sft.yaml")], capsys)
     assert report["run"]["fp16_loss_scale"] == "dynamic" and report["run"]["precision"] == "fp16"
-    assert findings["deepspeed-zero0-fp16-loss-scale-unapplied"]["verdict"] == "hit" and code == 1
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit" and code == 1

@@ -192,24 +192,49 @@ def test_bf16_optimizer_last_micro_batch_is_averaged_over_ranks_only_when_patche
 
 def test_bf16_zero1_fp32_accumulation_gets_the_fp16_optimizer_and_a_65536th_of_each_update_on_0_18_4():
     """PR #7788 (fixed in 0.18.5): on 0.18.3-0.18.4 the configuration that asks for BF16_Optimizer gets
-    FP16_UnfusedOptimizer, which divides unscaled gradients by its 2**16 loss scale. No patch; the probe sees it
-    and reports the optimizer. Without fp32 accumulation the same release is right."""
+    FP16_UnfusedOptimizer, which divides unscaled gradients by its 2**16 loss scale. The loss-scale patch scales the
+    loss as 0.18.2 did: every weight 1 with the same wrapper. Without fp32 accumulation the same release is right."""
     env = require_release("0.18.4")  # the newest release Llama-Factory 0.9.5 allows
     cases = CASES_7985 + [{"label": "Z1 bf16 GA4", "stage": 1, "ga": 4, "offload": False, "dtype": "bf16", "steps": 3}]
-    results = _by_label(run_child(cases, patched=True, env=env))
+    unpatched = _by_label(run_child(cases, patched=False, env=env))
+    patched = _by_label(run_child(cases, patched=True, env=env))
     for case in CASES_7985:  # GA 1 and 4
-        for step in results[case["label"]]["steps"]:
-            assert step["optimizer"] == "FP16_UnfusedOptimizer"
-            assert step["weights"] == pytest.approx([1 / 65536] * case["ga"], rel=0.02), step
-    for step in results["Z1 bf16 GA4"]["steps"]:
+        for before, after in zip(unpatched[case["label"]]["steps"], patched[case["label"]]["steps"]):
+            assert before["optimizer"] == after["optimizer"] == "FP16_UnfusedOptimizer"
+            assert before["weights"] == pytest.approx([1 / 65536] * case["ga"], rel=0.02), before
+            assert after["weights"] == pytest.approx([1.0] * case["ga"], abs=0.01), after
+    for step in unpatched["Z1 bf16 GA4"]["steps"] + patched["Z1 bf16 GA4"]["steps"]:
         assert step["optimizer"] == "DeepSpeedZeroOptimizer"
         assert step["weights"] == pytest.approx([1.0] * 4, abs=0.01), step
+
+
+# Llama-Factory's stock ds_z0_config.json (bf16, ZeRO-0, the HF Trainer's optimizer), as the sweep's seed cell.
+STOCK_ZERO0_BF16 = {"label": "Z0 bf16 GA4", "stage": 0, "ga": 4, "offload": False, "dtype": "bf16", "steps": 3}
+
+
+@pytest.mark.parametrize("version", ["0.17.6", "0.18.4"])
+def test_zero0_bf16_wrapper_faults_are_fixed_by_the_two_patches_over_three_steps(version):
+    """FP16_UnfusedOptimizer at ZeRO-0 + bf16 (#7837): 0.17.6-0.18.5 never zero its gradients (each step carries the
+    earlier ones); 0.18.3-0.18.5 also leave its 2**16 loss scale unapplied (each update / 65536). Patched, every
+    micro-batch of every step weighs 1."""
+    env = require_release(version)
+    unpatched = run_child([STOCK_ZERO0_BF16], patched=False, env=env)["results"][0]["steps"]
+    patched = run_child([STOCK_ZERO0_BF16], patched=True, env=env)["results"][0]["steps"]
+    if version == "0.18.4":  # the first update / 65536, later ones carry the earlier steps' gradients too
+        assert unpatched[0]["weights"] == pytest.approx([1 / 65536] * 4, rel=0.02), unpatched
+    else:  # the first step right, later ones carry the earlier steps
+        assert unpatched[0]["residual"] < 0.01
+    assert all(s["residual"] > 0.3 for s in unpatched[1:]), unpatched
+    for step in patched:
+        assert step["optimizer"] == "FP16_UnfusedOptimizer"
+        assert step["weights"] == pytest.approx([1.0] * 4, abs=0.01) and step["residual"] < 0.01, step
 
 
 @pytest.mark.parametrize("version, names", [
     (AFFECTED, ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-bf16-last-micro-batch-7985")),
     (WINDOW_7718, ("deepspeed-zero2-ga-7718",)),
-    (FIXED, ("deepspeed-offload-manual-accumulation",)),
+    (FIXED, ("deepspeed-offload-manual-accumulation", "deepspeed-loss-scale-unapplied")),
+    ("0.18.4", ("deepspeed-loss-scale-unapplied", "deepspeed-zero0-bf16-unfused-7837")),  # backward: behind nvtx
 ])
 def test_static_and_live_fingerprints_agree(version, names):
     code = f"""

@@ -110,8 +110,8 @@ def test_named_checks_and_list():
     names = [line.split()[0] for line in listed.stdout.splitlines()]
     assert names == ["deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-zero2-ga-7718",
                      "deepspeed-offload-manual-accumulation", "deepspeed-manual-accumulation-last-only",
-                     "deepspeed-bf16-last-micro-batch-7985", "deepspeed-bf16-unfused-65536-7788",
-                     "deepspeed-zero0-bf16-unfused-7837", "deepspeed-zero0-fp16-loss-scale-unapplied",
+                     "deepspeed-bf16-last-micro-batch-7985", "deepspeed-zero0-bf16-unfused-7837",
+                     "deepspeed-loss-scale-unapplied",
                      "openrlhf-sft-loss-aggregation", "openrlhf-actor-loss-aggregation",
                      "openrlhf-critic-loss-aggregation", "openrlhf-sft-loss-gptlmloss", "openrlhf-rl-loss-before-0.8.6",
                      "openrlhf-dynamic-batch-zero12", "llamafactory-multimodal-loss-7448", "run-report-deepspeed",
@@ -214,9 +214,11 @@ def test_llamafactory_rows_give_its_deepspeed_bound_against_the_windows_and_warn
     assert rows["llamafactory"]["level"] == "ok"
     assert "allows deepspeed>=0.10.0,<=0.18.4" in rows["llamafactory"]["summary"]
     assert "deepspeed-offload-ga-drop (>=0.15.2,<=0.18.4)" in rows["llamafactory"]["summary"]
-    # a warning row reachable under the cap: bf16 + ZeRO-1 + fp32 accumulation gets a 65536th of each update
+    # warning rows reachable under the cap: its own stock ZeRO-0 + bf16 config carries gradients over steps and,
+    # from 0.18.3, gets a 65536th of each update
     assert "run-time options, of" in rows["llamafactory"]["summary"]
-    assert "deepspeed-bf16-unfused-65536-7788 (>=0.18.3,<=0.18.4)" in rows["llamafactory"]["summary"]
+    assert "deepspeed-zero0-bf16-unfused-7837 (>=0.17.6,<=0.18.4)" in rows["llamafactory"]["summary"]
+    assert "deepspeed-loss-scale-unapplied (>=0.18.3,<=0.18.4)" in rows["llamafactory"]["summary"]
     multimodal = rows["llamafactory-multimodal-loss-7448"]
     assert multimodal["state"] == "affected-no-patch" and multimodal["level"] == "warn"
     assert "a multimodal model" in multimodal["conditions"]

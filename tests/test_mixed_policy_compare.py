@@ -2,6 +2,7 @@
 SFT-then-RL, one seed, a two-value learning-rate sweep each) on the real stack: the FLOPs it reports
 checked against its own token counts, the picks against tuning.json, the curves against the budget."""
 import json
+import shutil
 
 import pytest
 
@@ -53,16 +54,22 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
             assert len(curve) >= 2
             assert record["accuracy_at_equal_flops"] == next(a for f, a in curve if f >= equal)
 
-    # --keep: the rows of unchanged methods come from this comparison, the others run again
+    # --keep: the rows of unchanged methods come from this comparison, the others run again. The base model is
+    # not committed, so a fresh clone has none: it is made again and must equal the earlier one.
     kept = ["sft_rl_fixed", "luffy", "srft"]
-    base_weights = (out / "base" / "model.safetensors").stat().st_mtime_ns
+    first_weights = (out / "base" / "model.safetensors").read_bytes()
+    for folder in ("base", "data", "tokenizer"):
+        shutil.rmtree(out / folder)
     written = lambda config: {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"{config}-seed0/*/run.json")}  # noqa: E731
     first_runs = {config: written(config) for config in configs}
     _, again, again_records = run_smoke("examples.mixed_policy.compare", require_release(AFFECTED), out,
-                                        "--configs", *configs, "--keep", *kept, "--generous-ratio", "0")
-    assert set(again_records) == set(configs) and again["equal_flops"] == equal and "generous" not in again
+                                        "--configs", *configs, "--keep", *kept)
+    assert (out / "base" / "model.safetensors").read_bytes() == first_weights  # made again, bit for bit
+    assert set(again_records) == set(configs) and again["equal_flops"] == equal
     assert all(again_records[c] == records[c] for c in kept)
-    assert (out / "base" / "model.safetensors").stat().st_mtime_ns == base_weights  # the base model was not remade
+    # the kept methods' generous runs are reused (same ratio), the others' ran again
+    assert set(again["generous"]) == set(generous)
+    assert all(again["generous"][c] == generous[c] for c in kept if c in generous)
     assert again["kept"] == [{"configs": kept, "command": results["command"], "wall_s": results["wall_s"]}]
     assert json.loads((out / "tuning.json").read_text())["luffy"] == tuning["luffy"]
     assert "Rows kept from an earlier comparison" in (out / "results.md").read_text()
@@ -88,6 +95,21 @@ def test_a_sweep_whose_pick_is_at_an_edge_goes_one_value_beyond_it():
     assert sorted(sweeps["c"]) == [2e-4, 3e-4, 4e-4]
     assert study.progress.total == 4
     assert compare.tune(study, ["a"], [2e-4, 3e-4], run, 0, extensions=0)["a"].keys() == {2e-4, 3e-4}
+
+
+def test_a_base_model_made_again_that_differs_stops_a_keep_run():
+    from types import SimpleNamespace
+    from examples.mixed_policy import compare
+    said = []
+    study = SimpleNamespace(parameters=100, sft_tokens=50, base="out/base", progress=SimpleNamespace(say=said.append))
+    previous = {"parameters": 100, "sft_tokens_per_epoch": 50, "base_accuracy": 0.25}
+    compare.check_remade_base(study, previous, 0.25)
+    assert said and "equal the earlier" in said[0]
+    with pytest.raises(SystemExit, match=r"base_accuracy 0.25 then, 0.3 now.*without --keep"):
+        compare.check_remade_base(study, previous, 0.3)
+    study.sft_tokens = 51
+    with pytest.raises(SystemExit, match=r"sft_tokens_per_epoch 50 then, 51 now"):
+        compare.check_remade_base(study, previous, 0.25)
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -36,8 +36,9 @@ _ADAM_PRECISION = (
 # Cells the records do not explain, each with why: (which cells, first release, reason). The test fails if one
 # appears anywhere else, or stops being wrong where documented.
 UNEXPLAINED = (
-    (_adam_at_zero0("bf16"), "0.18.6",
-     _ADAM_PRECISION.format(dtype="bf16", since=", from 0.18.6 on (0.001 up to 0.17.5, BF16_Optimizer)")),
+    (_adam_at_zero0("bf16"), "0.17.6",
+     _ADAM_PRECISION.format(dtype="bf16", since=", from 0.17.6 on (0.001 up to 0.17.5, BF16_Optimizer); on "
+                            "0.17.6-0.18.5 the records' faults come first and the patched cell shows this one")),
     (_adam_at_zero0("fp16"), "0.15.1", _ADAM_PRECISION.format(dtype="fp16", since=" on every release")),
 )
 
@@ -87,14 +88,22 @@ def test_every_cell_is_explained_by_the_records(sweep):
                                  f"records hit: {sorted(hit) or 'none'}")
         applied = {name for name in hit if release["patched_states"].get(name) == "patched"}
         expected_right = applied == hit
+        if expected_right and not cell["patched"]["right"] and _documented(point, version):
+            # every record hitting it is patched, and what is left is the documented precision matter
+            documented.add((label, version, False, False))
+            continue
         if "error" not in cell["patched"] and cell["patched"]["right"] != expected_right:
             disagreements.append(f"{version} {label}: probe {'right' if cell['patched']['right'] else 'wrong'} "
                                  f"patched, records hit {sorted(hit)}, applied {sorted(applied)}")
     assert not disagreements, "\n".join(disagreements)
-    # the documented exceptions hold where documented: wrong with and without the patches, no record hitting them
+    # the documented exceptions hold where documented: wrong with the patches, and without them either wrong with
+    # no record hitting them or hit only by records that were patched in that run
+    points = {deepspeed_sweep.label(p): p for p in sweep["design"]}
     for label, version, right, patched_right in documented:
-        point = {deepspeed_sweep.label(p): p for p in sweep["design"]}[label]
-        assert not right and not patched_right and verdicts(point, version)[0] == set(), (label, version)
+        hit = verdicts(points[label], version)[0]
+        states = sweep["releases"][version]["patched_states"]
+        assert not right and not patched_right, (label, version)
+        assert all(states.get(name) == "patched" for name in hit), (label, version, hit)
 
 
 def test_the_summary_names_every_wrong_configuration(sweep):

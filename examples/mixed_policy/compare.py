@@ -18,7 +18,10 @@ Table 1 in miniature, under one protocol for every row:
 - Generous budget: each mixed method again at its pick (seed 0) to --generous-ratio x F (4), to check
   that it improves over the base model when compute is not what holds it back.
 - Reuse: --keep CONFIG... takes those rows from the comparison already in --out (its data, base model
-  and F too, all settings equal) and runs the others anew; results.md names the kept rows.
+  and F too, all settings equal) and runs the others anew; results.md names the kept rows. Their
+  generous-budget runs are kept too when the ratio is the same. The base model is not committed: in
+  a fresh clone it is made again from the same seeds, and the run stops unless its size, the SFT
+  token count and its test accuracy equal the earlier comparison's.
 - Budgets: F is the corrected SFT-then-RL's training FLOPs (seed 0, at its pick). Every mixed
   method runs to --budget-ratio x F (1.8: LUFFY's compute over the truncated SFT-then-RL's in the
   paper), checkpointed on the way; the table reads each at F (equal FLOPs) and at the end, and the
@@ -89,7 +92,7 @@ def parse_args(argv=None):
     return args
 
 
-# what a --keep run may change: the generous-budget check runs for every mixed method anyway
+# what a --keep run may change: a kept method's generous-budget run is reused only at the same ratio
 FREE_SETTINGS = ("configs", "keep", "parallel", "out", "previous", "generous_ratio")
 
 
@@ -97,8 +100,8 @@ def kept_comparison(args):
     """The earlier comparison in --out whose --keep rows are reused: it must hold them, and share the settings
     that make its rows comparable with new ones."""
     path = os.path.join(args.out, "results.json")
-    if not os.path.exists(path) or not os.path.isdir(os.path.join(args.out, "base")):
-        raise ValueError(f"--keep needs an earlier comparison in {args.out} (results.json and base/)")
+    if not os.path.exists(path):
+        raise ValueError(f"--keep needs an earlier comparison in {args.out} (its results.json)")
     previous = read_json(path)
     missing = [c for c in args.keep if c not in {r["config"] for r in previous["records"]}]
     if missing:
@@ -110,6 +113,25 @@ def kept_comparison(args):
     if changed:
         raise ValueError(f"--keep: these settings differ from the earlier comparison: {', '.join(changed)}")
     return previous
+
+
+def check_remade_base(study, previous, accuracy):
+    """A base model made again (not committed, so absent from a fresh clone) must be the earlier one: kept rows
+    were trained from it. Its size, the SFT token count it implies and its test accuracy must be equal."""
+    now = {"parameters": study.parameters, "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": accuracy}
+    differ = [f"{name} {previous[name]} then, {value} now" for name, value in now.items() if previous[name] != value]
+    if differ:
+        raise SystemExit(f"--keep: the base model made again in {study.base} is not the earlier comparison's "
+                         f"({'; '.join(differ)}); its kept rows cannot stand beside new ones. Run the whole "
+                         f"comparison without --keep.")
+    study.progress.say("base model made again: parameters, SFT tokens and test accuracy equal the earlier ones")
+
+
+def kept_generous(previous, args, kept):
+    """The earlier generous-budget runs of kept methods, when they ran to the same ratio."""
+    if previous is None or previous["settings"].get("generous_ratio") != args.generous_ratio:
+        return {}
+    return {m: run for m, run in (previous.get("generous") or {}).items() if m in kept}
 
 
 def kept_sources(previous, kept):
@@ -350,18 +372,22 @@ def main(argv=None):
     mixed = [c for c in args.configs if c in MIXED and c not in kept]
     first, others = args.seeds[0], args.seeds[1:]
     tuning_runs = len(baselines) * len(args.rl_lrs) + len(mixed) * len(args.method_lrs)  # before any extension
-    generous = [c for c in args.configs if c in MIXED] if args.generous_ratio else []
+    generous_kept = kept_generous(previous, args, kept)
+    generous = [c for c in args.configs if c in MIXED and c not in generous_kept] if args.generous_ratio else []
     progress = demo.Progress(tuning_runs + (len(baselines) + len(mixed)) * len(args.seeds) + len(generous))
     started = time.time()
-    if previous is None:
+    remade = previous is None or not os.path.isdir(os.path.join(args.out, "base"))
+    if remade:
         demo.prepare(args, progress)
     study = Study(args, progress)
 
     # 1. The base model's accuracy and every SFT run (each seed has its own).
-    base_jobs = [] if previous else [(study.base_accuracy,)]
+    if previous and remade:  # before anything trains from it
+        check_remade_base(study, previous, study.base_accuracy())
+    base_jobs = [(study.base_accuracy,)] if previous is None else []
     base_and_sft = study.parallel(lambda job, *rest: job(*rest),
                                   base_jobs + [(study.sft, c, s) for s in args.seeds for c in baselines])
-    base_accuracy = previous["base_accuracy"] if previous else base_and_sft[0]
+    base_accuracy = base_and_sft[0] if previous is None else previous["base_accuracy"]
     sft = dict(zip([(c, s) for s in args.seeds for c in baselines], base_and_sft[len(base_jobs):]))
 
     # 2. The RL stage's learning rate, per SFT-then-RL row, on seed 0 and the validation split.
@@ -403,9 +429,9 @@ def main(argv=None):
         meta["kept"] = kept_sources(previous, [c for c in args.configs if c in kept])
 
     # 5. The generous-budget check: each mixed method at its pick, seed 0, to --generous-ratio x F.
-    if generous:
-        meta["generous"] = dict(zip(generous, study.parallel(study.generous,
-                                                             [(m, first, picked[m]) for m in generous])))
+    if generous or generous_kept:
+        ran = dict(zip(generous, study.parallel(study.generous, [(m, first, picked[m]) for m in generous])))
+        meta["generous"] = {m: generous_kept.get(m) or ran[m] for m in args.configs if m in MIXED}
     order = {c: i for i, c in enumerate(args.configs)}
     records.sort(key=lambda r: (r["seed"], order[r["config"]]))
     tuning = {c: tuning[c] for c in args.configs}
