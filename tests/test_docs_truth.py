@@ -481,10 +481,12 @@ def test_mixed_policy_comparison():
     text = bullet(MEASURED, "examples.mixed_policy.compare")
     data = mixed()
     main, generous, methods = mixed_tables()
-    first, second, last = grab(text, r"--out examples/mixed_policy/results`, (" + NUMBER + r") min, then two `--keep` "
-                                     r"runs: (" + NUMBER + r") and (" + NUMBER + r") min\)", "wall times")
+    first, second, third, last = grab(text, r"--out examples/mixed_policy/results`, (" + NUMBER + r") min, then three "
+                                            r"`--keep` runs: (" + NUMBER + r"), (" + NUMBER + r") and (" + NUMBER
+                                            + r") min\)", "wall times")
     assert_same(first, data["kept"][0]["wall_s"] / 60, "first run")
     assert_same(second, data["kept"][1]["wall_s"] / 60, "second run")
+    assert_same(third, data["generous_kept"][0]["wall_s"] / 60, "the generous-budget run")
     assert_same(last, data["wall_s"] / 60, "last run")
     base, ratio = grab(text, r"one base model \((" + NUMBER + r")%\).*? run to (" + NUMBER + r") times the corrected",
                        "base model and budget")
@@ -682,9 +684,12 @@ def test_mixed_policy_md_prose_numbers():
     data = mixed()
     main, generous, methods = mixed_tables()
     for quoted, run in zip(grab(MIXED_DOC, r"every row \((" + NUMBER + r") min\).*?sft_rl_fixed luffy srft` \(("
-                                           + NUMBER + r") min;.*?every row kept \((" + NUMBER + r") min\)", "wall times"),
-                           [data["kept"][0]["wall_s"], data["kept"][1]["wall_s"], data["wall_s"]]):
+                                           + NUMBER + r") min;.*?every row kept \((" + NUMBER + r") min\); then BRIDGE"
+                                           r".*?checked equal to the first \((" + NUMBER + r") min\)", "wall times"),
+                           [data["kept"][0]["wall_s"], data["kept"][1]["wall_s"], data["generous_kept"][0]["wall_s"],
+                            data["wall_s"]]):
         assert_same(quoted, run / 60, "wall time")
+    assert data["base_remade"]
     base, share, corrected_sft = grab(MIXED_DOC, r"It solves (" + NUMBER + r")% of the test problems before any "
                                                  r"fine-tuning, (" + NUMBER + r") of what one corrected SFT epoch reaches "
                                                  r"\((" + NUMBER + r")%\)", "the base model")
@@ -702,13 +707,36 @@ def test_mixed_policy_md_prose_numbers():
     ratio = data["settings"]["budget_ratio"]
     at_budget = [numbers(row[f"test avg@4 at {ratio:g} F (%)"])[0] for row in methods.values()]
     at_f = [numbers(row["test avg@4 at F (%)"])[0] for row in methods.values()]
-    m_low, m_high, fixed, compute, e_low, e_high = grab(
+    m_low, m_high, bridge_low, fixed, compute, e_low, e_high = grab(
         MIXED_DOC, r"below every mixed-policy method at " + re.escape(f"{ratio:g}") + r" F \((" + NUMBER + r")-(" + NUMBER
-                   + r")%, each above the base on every seed\), and corrected SFT→RL \((\S+ ± \S+)%\) is far above them all "
+                   + r")%, each above the base on every seed but BRIDGE, one of whose three seeds ends at (" + NUMBER
+                   + r")%\), and corrected SFT→RL \((\S+ ± \S+)%\) is far above them all "
                    r"with (" + NUMBER + r") of their compute\. At equal FLOPs \(F\) the mixed-policy methods are at ("
                    + NUMBER + r")-(" + NUMBER + r")%", "the ordering paragraph")
     assert (float(m_low), float(m_high)) == (min(at_budget), max(at_budget))
     assert (float(e_low), float(e_high)) == (min(at_f), max(at_f))
+    # "each above the base on every seed but BRIDGE": the table's column, and BRIDGE's lowest seed
+    assert {n for n, row in methods.items() if row["above base at the end"] != "yes"} == {"BRIDGE"}
+    bridge_end = [100 * r["accuracy"] for r in data["records"] if r["config"] == "bridge"]
+    assert_same(bridge_low, min(bridge_end), "BRIDGE's lowest seed")
+    assert min(bridge_end) < 100 * data["base_accuracy"]
+    # the BRIDGE paragraph
+    pick, val, *tried, at_f_text, at_end_text, generous_value, steps, others_low, others_high = grab(
+        MIXED_DOC, r"its pick is (\S+) \(validation (" + NUMBER + r")%; (" + NUMBER + r")% at 2\.5e-5, (" + NUMBER
+                   + r")% at 1e-4, (" + NUMBER + r")% at 2\.5e-4\), it scores (\S+ ± \S+)% at F and (\S+ ± \S+)% at "
+                   + re.escape(f"{ratio:g}") + r" F, the\s+lowest of the six there, and (" + NUMBER + r")% at \d+ F\..*?\(("
+                   + NUMBER + r") steps to \d+ F where the others take (" + NUMBER + r")-(" + NUMBER + r")\)",
+        "the BRIDGE paragraph")
+    bridge = main["BRIDGE"]
+    assert float(pick) == data["picked"]["bridge"] and val == bridge["validation (%)"]
+    for quoted, lr in zip(tried, ("2.5e-05", "0.0001", "0.00025")):
+        assert_same(quoted, 100 * data["tuning"]["bridge"][lr], f"BRIDGE at {lr}")
+    assert at_f_text == bridge["test avg@4 at F (%)"] and at_end_text == bridge[f"test avg@4 at {ratio:g} F (%)"]
+    assert min(at_budget) == numbers(at_end_text)[0]
+    assert_same(generous_value, 100 * data["generous"]["bridge"]["accuracy"], "BRIDGE at the generous budget")
+    assert int(steps) == data["generous"]["bridge"]["steps"]
+    other_steps = [run["steps"] for m, run in data["generous"].items() if m != "bridge"]
+    assert (int(others_low), int(others_high)) == (min(other_steps), max(other_steps))
     assert fixed == main["SFT→RL, corrected"]["test avg@4 at F (%)"]
     ends = {config: {r["flops"] for r in data["records"] if r["config"] == config} for config in data["picked"]}
     mixed_end = statistics.fmean(f for c, fl in ends.items() if not c.startswith("sft_rl") for f in fl)

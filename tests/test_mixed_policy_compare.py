@@ -70,6 +70,9 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
     # the kept methods' generous runs are reused (same ratio), the others' ran again
     assert set(again["generous"]) == set(generous)
     assert all(again["generous"][c] == generous[c] for c in kept if c in generous)
+    assert again["generous_kept"] == [{"configs": ["luffy", "srft"], "command": results["command"],
+                                       "wall_s": results["wall_s"]}]
+    assert again["base_remade"] is True
     assert again["kept"] == [{"configs": kept, "command": results["command"], "wall_s": results["wall_s"]}]
     assert json.loads((out / "tuning.json").read_text())["luffy"] == tuning["luffy"]
     assert "Rows kept from an earlier comparison" in (out / "results.md").read_text()

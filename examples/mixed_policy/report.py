@@ -91,8 +91,16 @@ def kept_note(meta):
         names = ", ".join(LABELS.get(c, c) for c in source["configs"])
         lines += [f"Rows kept from an earlier comparison in the same folder (same settings and base model): {names}, "
                   f"measured by `{source['command']}` (wall time {source['wall_s'] / 60:.1f} min).", ""]
+    for source in meta.get("generous_kept") or []:
+        names = ", ".join(LABELS.get(c, c) for c in source["configs"])
+        lines += [f"Generous-budget runs kept from an earlier comparison in the same folder (same ratio): {names}, "
+                  f"measured by `{source['command']}` (wall time {source['wall_s'] / 60:.1f} min).", ""]
     if lines:
         lines += ["The wall time above is this run's alone.", ""]
+    if meta.get("base_remade"):
+        lines += [f"The base model is not committed: this run made it again from the same seeds and checked it against "
+                  f"the earlier comparison's (the same parameter count, SFT token count and base test accuracy, "
+                  f"{100 * meta['base_accuracy']:.1f}%) before training anything from it.", ""]
     return lines
 
 
