@@ -276,8 +276,9 @@ def _minutes(data):
     text = f"{sum(r['seconds'] for r in data['releases'].values()) / 60:.1f} minutes on this machine"
     again = {v: r["patched_rerun_seconds"] for v, r in data["releases"].items() if "patched_rerun_seconds" in r}
     if again:
-        text += (f" (then the patched half again on {len(again)} releases after a change to the patches "
-                 f"(--rerun-patched), {sum(again.values()) / 60:.1f} minutes)")
+        releases = f"{len(again)} release" + ("s" if len(again) > 1 else "")
+        text += (f" (then the patched half again on {releases} after a change to the patches (--rerun-patched), "
+                 f"{sum(again.values()) / 60:.1f} minutes)")
     return text
 
 
