@@ -168,10 +168,36 @@ def build_run(versions, config_paths=(), command=None, world_size=None, trainer=
     return builder.description(versions)
 
 
+# The loops built on TrainingArguments; their DeepSpeed integration fills the DeepSpeed GA from it.
+HF_TRAINERS = ("trl", "transformers", "llamafactory")
+
+
+def _ga_mismatch(inputs, trainer):
+    """Why the run cannot start, when TrainingArguments' GA (given, or its default 1) and a DeepSpeed-side GA (an
+    accelerate config, a DeepSpeed JSON) are both set and differ: the HF integration refuses the mismatch (its
+    fill_match) instead of picking one. None when they agree or the loop is not an HF one."""
+    if trainer not in HF_TRAINERS:
+        return None
+    deepspeed_side = next(((s["gradient_accumulation_steps"], w) for s, w in inputs.accelerate + inputs.deepspeed
+                           if s["gradient_accumulation_steps"] is not None), None)
+    if deepspeed_side is None:
+        return None
+    hf = next(((s["gradient_accumulation_steps"], w) for s, w in inputs.trainer
+               if s["gradient_accumulation_steps"] is not None), (1, "TrainingArguments' default"))
+    if hf[0] == deepspeed_side[0]:
+        return None
+    return (f"gradient_accumulation_steps is {hf[0]} in {hf[1]} but {deepspeed_side[0]} in {deepspeed_side[1]}: the "
+            "HF Trainer's DeepSpeed integration stops such a run at start (set one of them to \"auto\" or make them "
+            "equal)")
+
+
 def _describe_layers(builder, inputs, world, world_source, trainer):
     for settings, _ in inputs.deepspeed + inputs.trainer:
         for fields, reason in settings.get("doubts", ()):
             builder.doubt(fields, reason)
+    mismatch = _ga_mismatch(inputs, trainer)
+    if mismatch:
+        builder.doubt(("gradient_accumulation_steps", "micro_batches_per_step"), mismatch)
     for (multimodal, why), where in inputs.multimodal:
         builder.offer("multimodal", multimodal, f"{where}: {why}")
     for settings, where in inputs.trainer:
