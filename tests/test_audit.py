@@ -366,19 +366,24 @@ def test_build_run_keeps_where_each_fact_came_from(tmp_path):
     assert run["sources"]["grad_accum_dtype"].startswith("DeepSpeed's default")
 
 
-@pytest.mark.parametrize("command_ga, verdict", [("8", "hit"), ("2", "unknown"), (None, "unknown")])
-def test_a_deepspeed_ga_that_differs_from_the_trainers_is_unknown_not_a_pick(tmp_path, capsys, command_ga, verdict):
-    # accelerate's YAML says GA 8; TrainingArguments says 8 (agree), 2, or nothing (its default 1). The HF
-    # Trainer's DeepSpeed integration stops a run whose two values differ, so the audit may not pick one.
+@pytest.mark.parametrize("command, verdict", [
+    (["accelerate", "launch", "train.py", "--gradient_accumulation_steps", "8"], "hit"),      # they agree
+    (["accelerate", "launch", "train.py", "--gradient_accumulation_steps", "2"], "unknown"),  # the run stops at start
+    (["accelerate", "launch", "train.py"], "hit"),  # a script's own flags may set it: the DeepSpeed side stands
+    (["trl", "sft", "--model_name_or_path", "m", "--output_dir", "o"], "unknown"),  # TRL's CLI: its default, 1
+])
+def test_a_deepspeed_ga_that_differs_from_the_trainers_is_unknown_not_a_pick(tmp_path, capsys, command, verdict):
+    # accelerate's YAML says GA 8. The HF Trainer's DeepSpeed integration stops a run whose TrainingArguments GA
+    # differs, so the audit may not pick one of the two.
     config = write(tmp_path, "accelerate.yaml", "distributed_type: DEEPSPEED\nnum_processes: 1\ndeepspeed_config:\n"
                                                 "  zero_stage: 2\n  offload_optimizer_device: cpu\n"
                                                 "  gradient_accumulation_steps: 8\n")
-    flags = ["--gradient_accumulation_steps", command_ga] if command_ga else []
-    _, report, findings = audit_json(["--versions", "deepspeed==0.18.9", "--config", config, "--trainer",
-                                      "transformers", "--", "accelerate", "launch", "train.py", *flags], capsys)
+    declared = ["--trainer", "transformers"] if command[0] == "accelerate" else []
+    _, report, findings = audit_json(["--versions", "deepspeed==0.18.9,trl==1.16.0", "--config", config, *declared,
+                                      "--", *command], capsys)
     assert findings["deepspeed-offload-ga-drop"]["verdict"] == verdict, report["run"]
     if verdict == "unknown":
         (reason,) = report["not_understood"]
         assert "stops such a run at start" in reason and f"but 8 in {config}" in reason
     else:
-        assert report["run"]["gradient_accumulation_steps"] == 8
+        assert report["run"]["gradient_accumulation_steps"] == 8 and not report["not_understood"]

@@ -23,6 +23,7 @@ class _Inputs:
     def __init__(self):
         self.deepspeed = []   # (settings, where): most specific first
         self.trainer = []     # HF TrainingArguments-like layers (command flags, TRL/Llama-Factory files)
+        self.whole_arguments = set()  # the trainer layers that are all of TrainingArguments (not a script's flags)
         self.accelerate = []
         self.trainer_kind = None
         self.world = []       # (size, source), most specific first
@@ -55,6 +56,7 @@ def _add_file(inputs, path, expected=None):
         if kind == "llamafactory":
             inputs.multimodal.append((llamafactory_multimodal(data), path))
         inputs.trainer.append((settings, path))
+        inputs.whole_arguments.add(path)
         inputs.trainer_kind = inputs.trainer_kind or _TRAINERS[kind]
         if settings["deepspeed"]:
             _add_deepspeed(inputs, settings["deepspeed"], path, "deepspeed")
@@ -90,6 +92,7 @@ def _from_launch(inputs, launch, kind, declared=None):
         settings = hf_training_args(data, yamls[0], keys="llamafactory")
         inputs.multimodal.insert(0, (llamafactory_multimodal(data), yamls[0]))
         inputs.trainer.insert(0, (settings, yamls[0]))
+        inputs.whole_arguments.add(yamls[0])
         inputs.trainer_kind = "llamafactory"
         if settings["deepspeed"]:
             _add_deepspeed(inputs, settings["deepspeed"], yamls[0], "deepspeed")
@@ -98,6 +101,8 @@ def _from_launch(inputs, launch, kind, declared=None):
         # `trl` is HfArgumentParser, which refuses unknown flags; a script declared by --trainer has its own too.
         settings = hf_training_args(flags, "launch command", keys="hf" if kind == "trl" else None)
         inputs.trainer.insert(0, (settings, "launch command"))
+        if kind == "trl":  # TRL's own CLI: its flags are all of TrainingArguments; a script's may set GA its own way
+            inputs.whole_arguments.add("launch command")
         inputs.trainer_kind = "trl" if kind == "trl" else declared
         if settings["deepspeed"]:
             _add_deepspeed(inputs, settings["deepspeed"], "launch command", "--deepspeed")
@@ -173,9 +178,11 @@ HF_TRAINERS = ("trl", "transformers", "llamafactory")
 
 
 def _ga_mismatch(inputs, trainer):
-    """Why the run cannot start, when TrainingArguments' GA (given, or its default 1) and a DeepSpeed-side GA (an
-    accelerate config, a DeepSpeed JSON) are both set and differ: the HF integration refuses the mismatch (its
-    fill_match) instead of picking one. None when they agree or the loop is not an HF one."""
+    """Why the run cannot start, when TrainingArguments' GA and a DeepSpeed-side GA (an accelerate config, a
+    DeepSpeed JSON) are both set and differ: the HF integration refuses the mismatch (its fill_match) instead of
+    picking one. TrainingArguments' default (1) counts only where every trainer layer is read whole (a TrainingArguments
+    or Llama-Factory file, TRL's CLI): a script's own flags may set GA in ways not read. None when they agree, when
+    one is not known, or when the loop is not an HF one."""
     if trainer not in HF_TRAINERS:
         return None
     deepspeed_side = next(((s["gradient_accumulation_steps"], w) for s, w in inputs.accelerate + inputs.deepspeed
@@ -183,8 +190,10 @@ def _ga_mismatch(inputs, trainer):
     if deepspeed_side is None:
         return None
     hf = next(((s["gradient_accumulation_steps"], w) for s, w in inputs.trainer
-               if s["gradient_accumulation_steps"] is not None), (1, "TrainingArguments' default"))
-    if hf[0] == deepspeed_side[0]:
+               if s["gradient_accumulation_steps"] is not None), None)
+    if hf is None and inputs.trainer and all(w in inputs.whole_arguments for _, w in inputs.trainer):
+        hf = (1, "TrainingArguments' default")  # nothing sets it where everything that could is read
+    if hf is None or hf[0] == deepspeed_side[0]:
         return None
     return (f"gradient_accumulation_steps is {hf[0]} in {hf[1]} but {deepspeed_side[0]} in {deepspeed_side[1]}: the "
             "HF Trainer's DeepSpeed integration stops such a run at start (set one of them to \"auto\" or make them "
