@@ -157,9 +157,18 @@ def test_report_only_reads_the_finished_runs_back_and_says_what_is_missing(smoke
 def test_resume_reads_finished_runs_back_without_training_again(smoke, capsys):
     out, results, records = smoke
     base_made = os.path.getmtime(os.path.join(out, "base", "config.json"))
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+        before = json.load(handle)
     code = predictor_study.main(["--smoke", "--seeds", "0", "--configs", "buggy", "short_only", "--out", str(out),
                                  "--resume"])
     assert code == 0 and "finished earlier, read back" in capsys.readouterr().out
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+        resumed = json.load(handle)
+    # the session it stands on, named in the report (each session's own wall time)
+    last = resumed["earlier_sessions"][-1]
+    assert (last["wall_s"], last["command"]) == (before["wall_s"], before["command"])
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as handle:
+        assert "Resumed (`--resume`)" in handle.read()
     assert os.path.getmtime(os.path.join(out, "base", "config.json")) == base_made   # the base model kept
     with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
         again = {r["config"]: r for r in json.load(handle)["records"]}
@@ -174,8 +183,12 @@ def test_readme_and_demos_quote_the_committed_study():
     outcome = [r["rl_accuracy"] for r in records]
     rho_sft = correlation.spearman([r["sft_accuracy"] for r in records], outcome)
     rho_pass = correlation.spearman([r["pass_at_max"] for r in records], outcome)
-    quoted = [f"Spearman +{rho_sft:.2f}", f"pass@64 worst (+{rho_pass:.2f})", f"{committed['wall_s'] / 60:.1f} min",
-              f"stopped after {committed['finished_runs']} of {committed['asked_runs']} runs"]
+    sessions = [s["wall_s"] for s in committed.get("earlier_sessions", [])] + [committed["wall_s"]]
+    finished = committed.get("finished_runs", len(records))
+    asked = committed.get("asked_runs", len(records))
+    quoted = [f"Spearman +{rho_sft:.2f}", f"pass@64 worst (+{rho_pass:.2f})",
+              " + ".join(f"{w / 60:.1f}" for w in sessions) + " min",
+              f"all {len(records)} runs" if finished == asked else f"stopped after {finished} of {asked} runs"]
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         readme = " ".join(handle.read().split())
     for text in quoted:

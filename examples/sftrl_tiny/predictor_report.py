@@ -56,6 +56,9 @@ def write(out, records, meta):
     groups = by_variant(records)
     n = settings["pass_k_samples"]
     lines = heading("What predicts the score after RL, and PEAR, on the tiny pipeline", meta)
+    for session in meta.get("earlier_sessions", []):
+        lines += [f"Resumed (`--resume`): {session['finished_runs']} runs were finished by an earlier `{session['command']}` "
+                  f"({session['wall_s'] / 60:.1f} min); the wall time above is this session's alone.", ""]
     if meta.get("finished_runs", 0) < meta.get("asked_runs", 0):
         lines += [f"Stopped early: {meta['finished_runs']} of the {meta['asked_runs']} runs asked for finished; the "
                   "report (`--report-only`) reads those. The wall time runs from the base model to the last of them.", ""]

@@ -148,9 +148,23 @@ def report_only(args, argv):
     return 0
 
 
+def earlier_sessions(previous):
+    """The sessions a resumed study stands on, from the results.json it found: [{command, wall_s, finished_runs}],
+    oldest first (each run's own wall time; their sum with this one's is the study's)."""
+    if not previous:
+        return []
+    own = {"command": previous["command"], "wall_s": previous["wall_s"],
+           "finished_runs": previous.get("finished_runs", len(previous.get("records", [])))}
+    return list(previous.get("earlier_sessions", [])) + [own]
+
+
 def make_runner(args):
     short_folder, count = short_problems(args)
-    return functools.partial(pipeline, args, short_folder), {"short_problems": count}
+    extra = {"short_problems": count}
+    path = os.path.join(args.out, "results.json")
+    if args.resume and os.path.exists(path):
+        extra["earlier_sessions"] = earlier_sessions(read_json(path))
+    return functools.partial(pipeline, args, short_folder), extra
 
 
 def main(argv=None):
