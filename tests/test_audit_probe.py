@@ -166,6 +166,20 @@ def test_probe_says_it_proves_the_installed_release_not_the_audited_one(tmp_path
     assert "✗ [1, 0, 0, 1]" in proc.stdout and "✓ [1, 1, 1, 1]" in proc.stdout
 
 
+def test_probe_reproduces_the_runs_static_loss_scale(tmp_path):
+    # A static fp16.loss_scale of 128 at ZeRO-0: the run's own scale goes into the probe, so the unapplied scale
+    # shows as every weight 1/128 without the patches, and 1 with them.
+    env = require_release("0.18.9")
+    ds = write_json(tmp_path, {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
+                               "zero_optimization": {"stage": 0}, "fp16": {"enabled": True, "loss_scale": 128}})
+    proc = audit_probe(env, "--json", "--versions", "deepspeed==0.18.9", "--trainer", "deepspeed", "--accumulation",
+                       "engine", "--config", ds)
+    probe = json.loads(proc.stdout)["probe"]
+    assert probe["case"]["loss_scale"] == 128.0 and "loss scale 128" in probe["case"]["label"]
+    assert all(abs(w - 1 / 128) < 1e-4 for step in probe["unpatched"]["weights"] for w in step), probe["unpatched"]
+    assert all(abs(w - 1) < 0.005 for step in probe["patched"]["weights"] for w in step), probe["patched"]
+
+
 def test_probe_proves_the_loss_scale_record_and_its_patch_on_the_users_own_config(tmp_path):
     # What the full grid found: DeepSpeed's default fp16 (dynamic loss scale) at ZeRO-0, never scaled, unscaled
     # anyway; the probe reproduces the dynamic scale (from 2**8), so every weight reads 1/256 without the patches,

@@ -134,10 +134,14 @@ def probe_case(run, optimizer=None):
     else:
         notes.append("the run's own optimizer is probed as torch SGD (linear in the gradient, so each micro-batch's "
                      "weight in the update can be read off)")
-    if case["dtype"] == "fp16" and run.get("fp16_loss_scale") == "dynamic":
+    scale = run.get("fp16_loss_scale")
+    if case["dtype"] == "fp16" and scale == "dynamic":
         case["loss_scale"] = "dynamic"
         notes.append("fp16 with a dynamic loss scale, as the run: probed from 2**8 (DeepSpeed's default starts at "
                      "2**16; a wrong scale shows as every weight 1/256)")
+    elif case["dtype"] == "fp16" and isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        if scale != 1:
+            case["loss_scale"] = float(scale)  # as the run: a scale never applied shows as every weight 1/scale
     elif case["dtype"] == "fp16":
         notes.append("fp16 is probed with a static loss scale of 1 (no skipped steps); the run's loss scaling is not "
                      "reproduced")
@@ -158,6 +162,8 @@ def case_label(case):
         parts.append(f"grad_accum_dtype {case['grad_accum_dtype']}")
     if case.get("loss_scale") == "dynamic":
         parts.append("dynamic loss scale")
+    elif case.get("loss_scale"):
+        parts.append(f"loss scale {case['loss_scale']:g}")
     if case.get("optimizer") == "deepspeed_adam":
         parts.append("DeepSpeed Adam")
     return ", ".join(parts)

@@ -97,8 +97,8 @@ def _ds_config(case):
         config["managed_gradient_accumulation"] = False
     if case.get("dtype") == "fp16" and case.get("loss_scale") == "dynamic":  # DeepSpeed's default fp16 setting
         config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 8, "hysteresis": 2}
-    elif case.get("dtype") == "fp16":  # a static loss scale of 1: no skipped steps, gradients as in fp32
-        config["fp16"] = {"enabled": True, "loss_scale": 1.0}
+    elif case.get("dtype") == "fp16":  # a static loss scale (1 unless the case names one): no skipped steps
+        config["fp16"] = {"enabled": True, "loss_scale": float(case.get("loss_scale") or 1.0)}
         if case.get("master_weights") == "fp16":  # the same branch up to 0.18.2, fp16 only (needs CPU Adam offload)
             config["fp16"]["fp16_master_weights_and_grads"] = True
     return config
