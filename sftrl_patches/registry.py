@@ -51,10 +51,13 @@ class Target:
     fixed_fingerprints: shapes that already carry the fix, which we leave alone.
     make_wrapper=None makes a guard: its shape is checked like any target's, but it is not
     replaced (for code a wrapper elsewhere relies on).
+    harmless_overrides: "module.QualName" of a subclass -> why its own version of the attribute does not
+    bypass the wrapper (it refuses the call, or reaches the base through super()); any other overriding
+    subclass makes the patch partial.
     """
 
     def __init__(self, module, owner, attribute, make_wrapper, fingerprints=None, fixed_fingerprints=None,
-                 any_shape=False):
+                 any_shape=False, harmless_overrides=None):
         self.module = module
         self.owner = owner
         self.attribute = attribute
@@ -64,6 +67,7 @@ class Target:
         # An observer's wrapper calls the original unchanged and then only looks: any shape is safe to wrap,
         # and a subclass that overrides the attribute still reaches it through super().
         self.any_shape = any_shape
+        self.harmless_overrides = dict(harmless_overrides or {})
 
     @property
     def key(self):
@@ -430,7 +434,8 @@ class Registry:
                 continue
             original = self._originals.get(target.key)
             if isinstance(owner, type) and not target.any_shape:
-                status.details.extend(_overriding_subclasses(owner, target.attribute, original))
+                status.details.extend(_overriding_subclasses(owner, target.attribute, original,
+                                                             harmless=target.harmless_overrides))
             else:
                 status.details.extend(_stale_aliases(original, modules[target.module], target.attribute))
         status.state = PARTIAL if status.details else PATCHED
@@ -518,7 +523,7 @@ class Registry:
             _logger().warning(message)
 
 
-def _overriding_subclasses(owner, attribute, original):
+def _overriding_subclasses(owner, attribute, original, harmless=()):
     found = []
     pending = list(owner.__subclasses__())
     seen = set()
@@ -529,6 +534,8 @@ def _overriding_subclasses(owner, attribute, original):
         seen.add(klass)
         pending.extend(klass.__subclasses__())
         own = vars(klass).get(attribute)
+        if f"{klass.__module__}.{klass.__qualname__}" in harmless:
+            continue
         if own is not None and not _is_ours(own):
             what = "keeps the unpatched original" if own is original else "overrides it"
             found.append(f"subclass {klass.__module__}.{klass.__qualname__} {what}")

@@ -230,6 +230,29 @@ def test_zero0_bf16_wrapper_faults_are_fixed_by_the_two_patches_over_three_steps
         assert step["weights"] == pytest.approx([1.0] * 4, abs=0.01) and step["residual"] < 0.01, step
 
 
+@pytest.mark.parametrize("version", ["0.18.4", "0.19.6"])
+def test_the_pipeline_engines_backward_leaves_the_loss_scale_patch_whole_and_another_override_does_not(version):
+    """PipelineEngine (imported by OpenRLHF, among others) overrides backward() only to refuse it; its schedule calls
+    DeepSpeedEngine.backward through super(), the wrapper. An explicit apply must say patched there (it raised
+    `partial` before), while any other subclass with its own backward() still makes the patch partial."""
+    code = """
+import json, sftrl_patches
+import deepspeed.runtime.pipe.engine
+from deepspeed.runtime.engine import DeepSpeedEngine
+name = "deepspeed-loss-scale-unapplied"
+first = sftrl_patches.apply(name).state
+class MyEngine(DeepSpeedEngine):
+    def backward(self, loss, **kwargs):
+        return loss
+again = sftrl_patches.verify(name)
+print(json.dumps([first, again.state, again.details]))
+"""
+    first, state, details = last_json(run_python(code, env=require_release(version)))
+    assert first == "patched"
+    assert state == "partial" and any("MyEngine overrides it" in d for d in details), details
+    assert not any("PipelineEngine" in d for d in details)
+
+
 @pytest.mark.parametrize("version, names", [
     (AFFECTED, ("deepspeed-offload-ga-drop", "deepspeed-offload-multi-backward", "deepspeed-bf16-last-micro-batch-7985")),
     (WINDOW_7718, ("deepspeed-zero2-ga-7718",)),
