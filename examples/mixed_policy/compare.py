@@ -134,24 +134,11 @@ def kept_generous(previous, args, kept):
     return {m: run for m, run in (previous.get("generous") or {}).items() if m in kept}
 
 
-def generous_sources(previous, reused):
-    """Where each reused generous-budget run was measured: [{configs, command, wall_s}], traced to its first run."""
+def kept_sources(previous, kept, field="kept"):
+    """Where each kept row (field "kept") or reused generous-budget run ("generous_kept") was measured:
+    [{configs, command, wall_s}], one kept twice traced to its first run."""
     sources, traced = [], set()
-    for source in previous.get("generous_kept") or []:
-        mine = [c for c in source["configs"] if c in reused]
-        if mine:
-            sources.append({**source, "configs": mine})
-            traced.update(mine)
-    rest = [c for c in reused if c not in traced]
-    if rest:
-        sources.append({"configs": rest, "command": previous["command"], "wall_s": previous["wall_s"]})
-    return sources
-
-
-def kept_sources(previous, kept):
-    """Where each kept row was measured: [{configs, command, wall_s}], a row kept twice traced to its first run."""
-    sources, traced = [], set()
-    for source in previous.get("kept") or []:
+    for source in previous.get(field) or []:
         mine = [c for c in source["configs"] if c in kept]
         if mine:
             sources.append({**source, "configs": mine})
@@ -448,7 +435,7 @@ def main(argv=None):
         ran = dict(zip(generous, study.parallel(study.generous, [(m, first, picked[m]) for m in generous])))
         meta["generous"] = {m: generous_kept.get(m) or ran[m] for m in args.configs if m in MIXED}
         if generous_kept:
-            meta["generous_kept"] = generous_sources(previous, list(generous_kept))
+            meta["generous_kept"] = kept_sources(previous, list(generous_kept), field="generous_kept")
     order = {c: i for i, c in enumerate(args.configs)}
     records.sort(key=lambda r: (r["seed"], order[r["config"]]))
     tuning = {c: tuning[c] for c in args.configs}

@@ -30,10 +30,15 @@ FP16_WRAPPERS = ("FP16_Optimizer", "FP16_UnfusedOptimizer")
 VERIFIED_THROUGH = "0.19.8"
 
 
+def is_fp16_wrapper(optimizer):
+    """FP16_Optimizer or FP16_UnfusedOptimizer (or a subclass), by name: the patch never imports DeepSpeed."""
+    return any(cls.__name__ in FP16_WRAPPERS for cls in type(optimizer).__mro__)
+
+
 def unapplied_scale(engine, zero_optimizer_class=None):
     """The wrapper's current loss scale when the engine will not apply it itself, else None."""
     optimizer = getattr(engine, "optimizer", None)
-    if not any(cls.__name__ in FP16_WRAPPERS for cls in type(optimizer).__mro__):
+    if not is_fp16_wrapper(optimizer):
         return None
     if zero_optimizer_class is not None and isinstance(optimizer, zero_optimizer_class):
         return None  # the engine scales for ZeRO optimizers itself

@@ -20,17 +20,16 @@ original as it is.
 from .._version import VersionRange
 from ..conditions import All, Fact
 from ..registry import Patch, Target
+from .deepspeed_loss_scale import is_fp16_wrapper
 
 MODULE = "deepspeed.runtime.engine"
 FIXED_IN = "0.18.6"
 FIRST_AFFECTED = "0.17.6"  # benchmarks/results/deepspeed_sweep.md: right on 0.17.5, wrong from 0.17.6
-FP16_WRAPPERS = ("FP16_Optimizer", "FP16_UnfusedOptimizer")
 
 
 def _leaves_gradients(engine):
     """True when the original step leaves the gradients of this engine's optimizer in place."""
-    optimizer = getattr(engine, "optimizer", None)
-    if not any(cls.__name__ in FP16_WRAPPERS for cls in type(optimizer).__mro__):
+    if not is_fp16_wrapper(getattr(engine, "optimizer", None)):
         return False
     return bool(engine.bfloat16_enabled()) and not engine.zero_optimization()
 
