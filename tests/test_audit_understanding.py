@@ -259,3 +259,16 @@ def test_llamafactory_stock_zero0_config_with_fp16_is_hit_by_the_loss_scale_reco
                                     "train", str(tmp_path / "qwen3_full_sft.yaml")], capsys)
     assert report["run"]["fp16_loss_scale"] == "dynamic" and report["run"]["precision"] == "fp16"
     assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit" and code == 1
+
+
+def test_trl_as_a_module_is_unknown_and_the_message_names_the_forms_that_run(capsys):
+    # `python -m trl` has no trl/__main__.py to run, so the audit cannot take it for TRL's CLI; it says which forms are
+    import importlib.util
+    assert importlib.util.find_spec("trl.__main__") is None
+    command = ["accelerate", "launch", "-m", "trl", "sft", "--gradient_accumulation_steps", "4"]
+    _, report, findings = audit(["--versions", "deepspeed==0.18.4,trl==0.20.0", "--", *command], capsys)
+    assert "trainer" not in report["run"]
+    assert any("`-m trl` does not run TRL's CLI" in r and "trl.scripts.sft" in r for r in report["not_understood"])
+    _, report, _ = audit(["--versions", "deepspeed==0.18.4,trl==0.20.0", "--",
+                          "accelerate", "launch", "-m", "trl.scripts.sft", "--gradient_accumulation_steps", "4"], capsys)
+    assert report["run"].get("trainer") == "trl"

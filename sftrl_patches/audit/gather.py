@@ -113,7 +113,10 @@ def _from_launch(inputs, launch, kind, declared=None):
                 f"launch command: {launch.program} is not an entry point this audit knows (OpenRLHF's train_sft and "
                 "train_ppo_ray, `trl`, `llamafactory-cli`), so its training loop (how it accumulates, whether it uses "
                 "DeepSpeed) and its flags are not read" + (f", {', '.join(mentions)} among them" if mentions else "")
-                + f"; if you know, say --trainer ({', '.join(DECLARED_TRAINERS)})")))
+                + f"; if you know, say --trainer ({', '.join(DECLARED_TRAINERS)})"
+                # TRL ships no trl/__main__.py: `-m trl sft` stops at start; its CLI is the `trl` command
+                + ("; `-m trl` does not run TRL's CLI (TRL has no __main__): write `trl sft ...`, or name the script, "
+                   "`-m trl.scripts.sft`" if launch.program == "trl" else ""))))
     if kind is None and declared not in ("transformers", "trl"):
         for name in ("deepspeed_config", "deepspeed-config", "deepspeed"):
             if isinstance(launch.program_args.get(name), str) and launch.program_args[name].lower().endswith(".json"):
