@@ -14,6 +14,11 @@ Each scenario runs a ~1M-parameter MLP, fp32, one CPU rank, 8 micro-batches per 
   offload-manual-accumulation-same-calls  the same, against the same calls unpatched (which leak)
   bf16-last-micro-batch-7985  bf16 + ZeRO-1 + fp32 grad accumulation (BF16_Optimizer), GA 8: patched
                           0.18.9 vs 0.19.8 (one rank: the cost of the reordering, not its effect)
+  zero0-bf16-unfused-7837  ZeRO-0 + bf16 (FP16_UnfusedOptimizer), GA 8: patched 0.17.6 vs 0.18.6
+  loss-scale-unapplied    ZeRO-0 + fp16, static loss scale 128 (FP16_UnfusedOptimizer), GA 8: patched 0.19.8
+                          vs 0.18.2, the last release that scaled the loss inside the wrapper (no upstream fix)
+--only runs some scenarios and keeps the others' rows from the committed file, each with the date and
+command that measured it.
 A repeat runs both sides once, alternating which goes first; the ratio is patched / upstream of the
 two medians; the table gives the median ratio over the repeats with its min and max. Separate
 processes differ by far more than any patch costs on this machine, so each scenario also runs once
@@ -39,10 +44,12 @@ import deepspeed_releases  # noqa: E402
 
 STEP_CHILD = r"""
 import json, sys, time
-from sftrl_patches.probes.deepspeed_offload import prepare_environment, skip_shm_build
+from sftrl_patches.probes.deepspeed_offload import allow_fp16_on_cpu, prepare_environment, skip_shm_build
 prepare_environment()
 import sftrl_patches, torch, deepspeed
 skip_shm_build()
+if sys.argv[2] == "z0_fp16_ga":
+    allow_fp16_on_cpu()  # the CPU accelerator refuses fp16 where oneDNN lacks its kernels; torch computes it
 import logging; logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 deepspeed.init_distributed(dist_backend="gloo", verbose=False)
 steps, mode, offload, patch = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
@@ -51,6 +58,8 @@ torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.Tanh(), torch.nn.Linear(2 * width, width))
 bf16 = mode == "bf16_ga"  # bf16 + ZeRO-1 + fp32 grad accumulation: BF16_Optimizer
 zero = {"stage": 1 if bf16 else 2, "contiguous_gradients": True, "overlap_comm": False}
+if mode.startswith("z0_"):  # ZeRO-0 in 16 bits: DeepSpeed's FP16_UnfusedOptimizer wraps the client's SGD
+    zero = {"stage": 0}
 if offload:
     zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
 config = {"train_micro_batch_size_per_gpu": rows, "gradient_accumulation_steps": 8 if mode.endswith("ga") else 1,
@@ -58,6 +67,10 @@ config = {"train_micro_batch_size_per_gpu": rows, "gradient_accumulation_steps":
           "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False, "steps_per_print": 1 << 30}
 if bf16:
     config.update(bf16={"enabled": True}, data_types={"grad_accum_dtype": "fp32"})
+if mode == "z0_bf16_ga":
+    config["bf16"] = {"enabled": True}
+if mode == "z0_fp16_ga":  # a static scale: a dynamic one would skip overflowing steps, another workload
+    config["fp16"] = {"enabled": True, "loss_scale": 128}
 engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1e-3), config=config)
 dtype = next(engine.module.parameters()).dtype
 x, y = torch.randn(rows, width, device=engine.device, dtype=dtype), torch.randn(rows, width, device=engine.device)
@@ -105,6 +118,9 @@ SCENARIOS = {
     # the same calls unpatched (they leak): what the patch itself adds to that call pattern
     "offload-manual-accumulation-same-calls": ("no_boundary", True, "0.19.8", ("0.19.8", "no_boundary")),
     "bf16-last-micro-batch-7985": ("bf16_ga", False, "0.18.9", ("0.19.8", "bf16_ga")),
+    "zero0-bf16-unfused-7837": ("z0_bf16_ga", False, "0.17.6", ("0.18.6", "z0_bf16_ga")),
+    # fp16 at ZeRO-0 is affected from 0.18.3 on with no fix: 0.18.2 is the way it worked before
+    "loss-scale-unapplied": ("z0_fp16_ga", False, "0.19.8", ("0.18.2", "z0_fp16_ga")),
 }
 PATCH_OF = {"offload-manual-accumulation-same-calls": "offload-manual-accumulation"}  # else the scenario's name
 
@@ -245,12 +261,14 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     names = args.only or list(SCENARIOS)
+    command = " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])])
     for name in names:
         for version in (SCENARIOS[name][2], SCENARIOS[name][3][0]):
             deepspeed_releases.install(version)
-    scenarios = {}
+    scenarios = kept_scenarios(os.path.join(args.out, "overhead.json"), names) if args.only else {}
     for name in names:
         scenarios[name] = measure_scenario(name, args.steps, args.repeats, args.width, args.rows)
+        scenarios[name]["measured"] = {"date": time.strftime("%Y-%m-%d"), "command": command}
         print(f"{name}: {scenarios[name]['ratio_median']:.3f} "
               f"[{scenarios[name]['ratio_min']:.3f}, {scenarios[name]['ratio_max']:.3f}]", flush=True)
         if args.blocks and name not in PATCH_OF:  # PATCH_OF rows share their patch's same-process run
@@ -267,8 +285,8 @@ def main(argv=None):
     result = {
         "meta": {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                  "python": platform.python_version(), "device": _device(),
-                 "command": " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])])},
-        "scenarios": scenarios, "import": import_cost(args.import_runs),
+                 "command": command},
+        "scenarios": {name: scenarios[name] for name in SCENARIOS if name in scenarios}, "import": import_cost(args.import_runs),
         "epilogue_wrapper_us": epilogue_wrapper_cost_us(),
         "doctor": {"static_median_s": statistics.median(doctor_static), "probe_s": doctor_probe[0]},
     }
@@ -279,6 +297,18 @@ def main(argv=None):
         handle.write(to_markdown(result))
     print(to_markdown(result))
     return 0
+
+
+def kept_scenarios(path, rerun):
+    """With --only: the other scenarios' rows as the committed file has them, each stamped with the run that
+    measured them (rows from before the stamp took the file's own date and command)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        previous = json.load(handle)
+    meta = previous["meta"]
+    return {name: dict(row, measured=row.get("measured") or {"date": meta["date"], "command": meta["command"]})
+            for name, row in previous["scenarios"].items() if name not in rerun and name in SCENARIOS}
 
 
 def _device():
@@ -303,7 +333,9 @@ def to_markdown(r):
              f"{next(iter(r['scenarios'].values()))['rows']} rows per micro-batch, fp32, ZeRO-2, one rank on "
              f"{r['meta']['device']}, 8 micro-batches per step. Ratio: "
              "patched / upstream-fixed of the median step time, median over the interleaved repeats [min, max]. "
-             "bf16-last-micro-batch-7985 runs bf16 + ZeRO-1 (BF16_Optimizer).", "",
+             "bf16-last-micro-batch-7985 runs bf16 + ZeRO-1 (BF16_Optimizer); zero0-bf16-unfused-7837 and "
+             "loss-scale-unapplied run ZeRO-0 in bf16 and in fp16 with a static loss scale of 128 "
+             "(FP16_UnfusedOptimizer).", "",
              "Same process: the affected release in one process, the patch applied and reverted between blocks "
              "of steps (on-off, off-on, ...); median step with the patch on / off, [min, max] over the block "
              "pairs. Off is the bug's own work: for #7985 on one rank that is correct and the same work in "
@@ -320,6 +352,13 @@ def to_markdown(r):
         lines.append(f"| {name} | {config} | {s['affected']} ({s['states'].get('patched')}) | {fixed} | "
                      f"{s['patched_ms']:.2f} / {s['upstream_ms']:.2f} | **{s['ratio_median']:.3f}** "
                      f"[{s['ratio_min']:.3f}, {s['ratio_max']:.3f}] | {_same_process_cells(name, s)} |")
+    earlier = {}
+    for name, s in r["scenarios"].items():
+        measured = s.get("measured")
+        if measured and (measured["date"], measured["command"]) != (r["meta"]["date"], r["meta"]["command"]):
+            earlier.setdefault((measured["date"], measured["command"]), []).append(name)
+    for (date, command), names in earlier.items():
+        lines += ["", f"Measured earlier, {date}, by `{command}`: {', '.join(names)}."]
     aborted = [f"{name}: {', '.join(s['aborted_at_exit'])}" for name, s in r["scenarios"].items()
                if s.get("aborted_at_exit")]
     if aborted:
