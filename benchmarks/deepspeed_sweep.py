@@ -180,6 +180,8 @@ def run_description(point, version):
             "precision": dtype, "grad_accum_dtype": point["grad_accum_dtype"] or dtype,
             "immediate_grad_update": False, "pipeline_parallel": False,
             "optimizer": "deepspeed" if point["optimizer"] == "deepspeed_adam" else "client",
+            # DeepSpeed's Adam block: FusedAdam without offload, its CPU Adam with it
+            "fused_adam": point["optimizer"] == "deepspeed_adam" and not point["offload"],
             "fp16_loss_scale": "dynamic" if point["dtype"] == "fp16-dynamic" else (1.0 if dtype == "fp16" else None),
             "gradient_clipping": point["clip"], "versions": {"deepspeed": version}, "sources": {}}
 

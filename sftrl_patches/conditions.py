@@ -28,6 +28,7 @@ FIELDS = {
     "ring_attn_size": "ring attention size",
     "policy_loss_type": "policy loss type",
     "optimizer": "optimizer",                           # client (the trainer's own), deepspeed (an `optimizer` block)
+    "fused_adam": "DeepSpeed's FusedAdam as the optimizer",  # its fp16 wrapper is FP16_Optimizer, not the unfused one
 }
 
 ACCUMULATION = {

@@ -29,7 +29,7 @@ _FALSE = {"false", "0", "no", "off", "none", ""}
 # The facts DeepSpeed's own settings decide; a DeepSpeed setting not understood withholds them all.
 DEEPSPEED_FIELDS = ("zero_stage", "offload_optimizer", "gradient_accumulation_steps", "micro_batches_per_step",
                     "accumulation", "precision", "grad_accum_dtype", "fp16_loss_scale", "immediate_grad_update",
-                    "optimizer")
+                    "optimizer", "fused_adam")
 # The facts a training loop decides; an entry point not understood withholds them (and DeepSpeed's).
 TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_parallel", "dynamic_batch",
                   "critic", "multimodal", "loss_agg_mode") + DEEPSPEED_FIELDS
@@ -38,7 +38,7 @@ TRAINER_FIELDS = ("trainer", "uses_deepspeed", "data_parallel_size", "pipeline_p
 RUN_ORDER = ("trainer", "uses_deepspeed", "zero_stage", "offload_optimizer", "gradient_accumulation_steps",
              "micro_batches_per_step", "accumulation", "data_parallel_size", "precision", "grad_accum_dtype",
              "fp16_loss_scale", "immediate_grad_update", "pipeline_parallel", "dynamic_batch", "critic", "multimodal", "loss_agg_mode",
-             "tensor_parallel_size", "ring_attn_size", "optimizer", "sftrl_patches")
+             "tensor_parallel_size", "ring_attn_size", "optimizer", "fused_adam", "sftrl_patches")
 
 
 class RunBuilder:
@@ -233,9 +233,39 @@ def deepspeed_config(config, where):
                               f"{where}: train_micro_batch_size_per_gpu"),
         # A client optimizer (the HF Trainer's, OpenRLHF's) or DeepSpeed's own `optimizer` block.
         "optimizer": "deepspeed" if config.get("optimizer") else "client",
+        "fused_adam": block_is_fused_adam(_section(config, "optimizer", where), device, where)
+        if config.get("optimizer") else None,
         "doubts": doubts,
     }
     return settings
+
+
+# DeepSpeed's `optimizer` block types it builds FusedAdam for without offload, and the 1-bit ones its fp16 path treats
+# alike (engine._configure_fp16_optimizer: FP16_Optimizer for these, FP16_UnfusedOptimizer for any other optimizer).
+_FUSED_TYPES = {"adam", "adamw"}
+_FP16_OPTIMIZER_TYPES = {"onebitadam", "zerooneadam"}
+
+
+def block_is_fused_adam(block, offload_device, where):
+    """Whether DeepSpeed's own optimizer (its config's `optimizer` block) is one its fp16 wrappers treat as FusedAdam;
+    None when the block leaves that to what the audit cannot read ("auto")."""
+    kind = block.get("type")
+    if not isinstance(kind, str) or kind.strip().lower() == "auto":
+        return None
+    kind = kind.strip().lower()
+    if kind in _FP16_OPTIMIZER_TYPES:
+        return True
+    if kind not in _FUSED_TYPES:
+        return False
+    params = block.get("params") or {}
+    if not isinstance(params, dict):
+        raise InputError(f"{where}: optimizer.params: expected a mapping, got {params!r}")
+    torch_adam = as_bool(params.get("torch_adam", False), f"{where}: optimizer.params.torch_adam")
+    if torch_adam:
+        return False  # torch's Adam, not DeepSpeed's
+    if torch_adam is None or offload_device is None:
+        return None
+    return offload_device == "none"  # with offload DeepSpeed builds its CPU Adam instead
 
 
 def fp16_loss_scale(fp16, where):
@@ -280,6 +310,9 @@ def hf_training_args(args, where, keys=None):
         "precision": "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else (
             "fp32" if False in (bf16, fp16) else None),
         "deepspeed": args.get("deepspeed"),
+        # The HF Trainer builds a torch optimizer unless `optim` names apex's fused Adam (which DeepSpeed's fp16
+        # path treats as FusedAdam); absent: TrainingArguments' default, a torch AdamW.
+        "fused_adam": None if args.get("optim") is None else "apex_fused" in str(args.get("optim")),
         "doubts": doubts,
     }
 
@@ -473,6 +506,8 @@ def describe_openrlhf(builder, kind, args, where, world_size, world_source):
     builder.offer("pipeline_parallel", False, "OpenRLHF has no pipeline parallelism")
     builder.offer("immediate_grad_update", False, "DeepSpeed's default (OpenRLHF does not set it)")
     builder.offer("optimizer", "client", "OpenRLHF builds its own optimizer and hands it to DeepSpeed")
+    builder.offer("fused_adam", not s["adam_offload"],
+                  f"{where}: OpenRLHF builds DeepSpeed's {'CPU Adam' if s['adam_offload'] else 'FusedAdam'}")
     if kind == "openrlhf-ppo":
         builder.offer("critic", s["critic"], f"{where}: advantage estimator")
         world_size = s["actor_world"]

@@ -129,6 +129,7 @@ def _engine_facts(builder, engine):
         "data_parallel_size": lambda: int(engine.dp_world_size),
         "precision": lambda: "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32",
         "pipeline_parallel": lambda: bool(getattr(engine, "pipeline_parallelism", False)),
+        "fused_adam": lambda: _fused_adam(engine),
     }
     for field, probe in probes.items():
         try:
@@ -144,6 +145,17 @@ def _engine_facts(builder, engine):
     builder.offer("grad_accum_dtype", builder.facts.get("precision"), "DeepSpeed's default (the model's dtype)")
     builder.offer("uses_deepspeed", True, source)
     builder.derive_engine_steps()
+
+
+def _fused_adam(engine):
+    """Whether DeepSpeed treats this engine's optimizer as its FusedAdam: the fp16 wrapper it built says so, else
+    the optimizer it wrapped (engine._configure_fp16_optimizer's test: FusedAdam, or a 1-bit Adam block)."""
+    built = {cls.__name__ for cls in type(engine.optimizer).__mro__}
+    if built & {"FP16_Optimizer", "FP16_UnfusedOptimizer"}:
+        return "FP16_Optimizer" in built
+    basic = getattr(engine, "basic_optimizer", None)
+    return (any(cls.__name__ == "FusedAdam" for cls in type(basic).__mro__)
+            or str(engine.optimizer_name()).lower() in ("onebitadam", "zerooneadam"))
 
 
 def _openrlhf_facts(builder, trainer, kind):

@@ -387,3 +387,65 @@ def test_a_deepspeed_ga_that_differs_from_the_trainers_is_unknown_not_a_pick(tmp
         assert "stops such a run at start" in reason and f"but 8 in {config}" in reason
     else:
         assert report["run"]["gradient_accumulation_steps"] == 8 and not report["not_understood"]
+
+
+# ---- DeepSpeed's FusedAdam: for bf16 it gets FP16_Optimizer, whose scale is 1 (the grid: unpatched = patched) ----
+
+Z0_BF16 = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 4, "bf16": {"enabled": True},
+           "zero_optimization": {"stage": 0}}
+ADAMW_BLOCK = {"type": "AdamW", "params": {"lr": 1e-5}}
+
+
+def test_zero0_bf16_with_deepspeeds_fused_adam_is_not_hit_by_the_unapplied_scale(tmp_path, capsys):
+    own = write(tmp_path, "ds_z0_adamw.json", json.dumps(dict(Z0_BF16, optimizer=ADAMW_BLOCK)))
+    client = write(tmp_path, "ds_z0.json", json.dumps(Z0_BF16))
+    for config, fused, verdict in ((own, True, "not-hit"), (client, False, "hit")):
+        _, report, findings = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "1", "--trainer",
+                                          "transformers", "--config", config], capsys)
+        assert report["run"]["fused_adam"] is fused, config
+        assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == verdict, config
+    # torch's Adam through the block is not FusedAdam: DeepSpeed wraps it in FP16_UnfusedOptimizer
+    torch_adam = write(tmp_path, "ds_z0_torch_adam.json", json.dumps(dict(
+        Z0_BF16, optimizer={"type": "AdamW", "params": {"lr": 1e-5, "torch_adam": True}})))
+    _, report, findings = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "1", "--trainer",
+                                      "transformers", "--config", torch_adam], capsys)
+    assert report["run"]["fused_adam"] is False
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit"
+
+
+def test_a_plain_deepspeed_scripts_own_optimizer_is_unknown_where_it_decides(tmp_path, capsys):
+    config = write(tmp_path, "ds_z0.json", json.dumps(Z0_BF16))
+    _, report, findings = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "1", "--trainer",
+                                      "deepspeed", "--config", config], capsys)
+    scale = findings["deepspeed-loss-scale-unapplied"]
+    assert "fused_adam" not in report["run"] and scale["verdict"] == "unknown"
+    assert any("FusedAdam" in m for m in scale["missing"])
+    # outside the bf16 window the optimizer does not matter: not hit, not unknown
+    _, _, findings = audit_json(["--versions", "deepspeed==0.18.6", "--world-size", "1", "--trainer",
+                                 "deepspeed", "--config", config], capsys)
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "not-hit"
+
+
+def test_the_hf_trainers_optim_decides_when_deepspeed_has_no_optimizer_block(tmp_path, capsys):
+    config = write(tmp_path, "ds_z0.json", json.dumps(Z0_BF16))
+    for optim, verdict in (("adamw_torch", "hit"), ("adamw_apex_fused", "not-hit"), (None, "hit")):
+        args = {"output_dir": "out", "deepspeed": config, "bf16": True, "gradient_accumulation_steps": 4}
+        if optim:
+            args["optim"] = optim
+        arguments = write(tmp_path, "args.json", json.dumps(args))
+        _, report, findings = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "1",
+                                          "--config", arguments], capsys)
+        assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == verdict, optim
+        assert report["run"]["fused_adam"] is (optim == "adamw_apex_fused"), optim
+
+
+def test_openrlhf_zero1_bf16_fp32_accumulation_on_0_18_4_is_not_hit_its_fused_adam_gets_scale_1(capsys):
+    command = ["deepspeed", "--num_gpus", "8", "--module", "openrlhf.cli.train_sft", "--zero_stage", "1",
+               "--grad_accum_dtype", "fp32", "--train_batch_size", "64", "--micro_train_batch_size", "1"]
+    _, report, findings = audit_json(["--versions", "openrlhf==0.9.10,deepspeed==0.18.4", "--", *command], capsys)
+    assert report["run"]["fused_adam"] is True and report["run"]["grad_accum_dtype"] == "fp32"
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "not-hit"
+    _, report, findings = audit_json(["--versions", "openrlhf==0.9.10,deepspeed==0.18.4", "--",
+                                      *command, "--adam_offload"], capsys)
+    assert report["run"]["fused_adam"] is False  # DeepSpeedCPUAdam, and offload: the clause asks for none anyway
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "not-hit"

@@ -15,13 +15,13 @@ GA_DROP = "deepspeed-offload-ga-drop"
 CASE = json.dumps([{"stage": 2, "ga": 4, "steps": 1}])  # ZeRO-2, offload to CPU, GA 4
 
 
-def probe(env, tmp_path, nprocs=1, **switches):
+def probe(env, tmp_path, nprocs=1, case=CASE, **switches):
     """The probe's training child (deepspeed.initialize and one optimizer step): its stderr lines from us."""
     env = dict(env, PYTHONPATH=os.pathsep.join([ROOT, env["PYTHONPATH"]]), PYTHONWARNINGS="ignore")
     env.pop("SFTRL_PATCHES_DISABLE", None)
     env.update(switches)
     command = launch_command(sys.executable, nprocs, ["-m", "sftrl_patches.probes.deepspeed_offload",
-                                                       "--cases", CASE, "--out", str(tmp_path / "out.json")])
+                                                       "--cases", case, "--out", str(tmp_path / "out.json")])
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [line for line in proc.stderr.splitlines() if line.startswith("sftrl_patches: this run")]
@@ -88,6 +88,23 @@ def test_openrlhf_trainer_reports_its_own_records_once_per_process(tmp_path):
     trainer = next(e for e in events if e["event"] == "openrlhf-sft")
     assert trainer["run"]["gradient_accumulation_steps"] == 2 and trainer["run"]["data_parallel_size"] == 2
     assert trainer["patches"]["openrlhf-sft-loss-aggregation"] == "patched"
+
+
+def test_the_engine_says_whether_its_optimizer_is_fused_adam_and_the_loss_scale_verdict_follows(tmp_path):
+    """ZeRO-0 bf16 on 0.18.4: DeepSpeed wraps its own FusedAdam (an `optimizer` block) in FP16_Optimizer, whose
+    scale is 1, and any other optimizer in FP16_UnfusedOptimizer, whose scale starts at 2**16 (#7837)."""
+    env = require_release("0.18.4")
+    seen = {}
+    for optimizer in ("deepspeed_adam", "sgd"):
+        report = tmp_path / f"{optimizer}.jsonl"
+        case = {"stage": 0, "offload": False, "ga": 4, "dtype": "bf16", "steps": 1}
+        if optimizer != "sgd":
+            case["optimizer"] = optimizer
+        probe(env, tmp_path, case=json.dumps([case]), SFTRL_PATCHES_REPORT=str(report))
+        event = read_report(report)[0]
+        seen[optimizer] = (event["run"].get("fused_adam"),
+                           {f["check"]: f["verdict"] for f in event["findings"]}["deepspeed-loss-scale-unapplied"])
+    assert seen == {"deepspeed_adam": (True, "not-hit"), "sgd": (False, "hit")}
 
 
 class _Broken:

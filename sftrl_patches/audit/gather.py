@@ -168,6 +168,11 @@ def build_run(versions, config_paths=(), command=None, world_size=None, trainer=
     builder.offer("uses_deepspeed", True if uses_ds else (False if trainer else None),
                   "the configs and the command" if uses_ds else "no DeepSpeed config or launcher given")
     _describe_layers(builder, inputs, world, world_source, trainer)
+    if (trainer in HF_TRAINERS or declared in HF_TRAINERS) and not any(
+            s["optimizer"] == "deepspeed" for s, _ in inputs.deepspeed):  # with a block DeepSpeed builds its own
+        for settings, where in inputs.trainer:
+            builder.offer("fused_adam", settings["fused_adam"], f"{where}: optim")
+        builder.offer("fused_adam", False, "the HF Trainer's optimizer (TrainingArguments' default optim: torch's AdamW)")
     if launch and launch.via_sftrl_launch:
         disabled = _config.disabled_names(launch.env)
         builder.offer("sftrl_patches", "armed in every rank by sftrl_patches.launch" if disabled is None else
@@ -224,7 +229,7 @@ def _describe_layers(builder, inputs, world, world_source, trainer):
         micro = 8  # TrainingArguments' default per_device_train_batch_size
     for settings, where in inputs.deepspeed:
         for field in ("zero_stage", "offload_optimizer", "precision", "grad_accum_dtype", "fp16_loss_scale",
-                      "immediate_grad_update", "gradient_accumulation_steps", "optimizer"):
+                      "immediate_grad_update", "gradient_accumulation_steps", "optimizer", "fused_adam"):
             builder.offer(field, settings[field], where)
         micro = micro or settings["micro_batch"]
         _check_batch(builder, settings, where, micro, world)

@@ -30,6 +30,11 @@ FP16_WRAPPERS = ("FP16_Optimizer", "FP16_UnfusedOptimizer")
 VERIFIED_THROUGH = "0.19.8"
 
 
+# For bf16, DeepSpeed wraps its own FusedAdam in FP16_Optimizer, whose scale is 1 there (the grid: unpatched and
+# patched cells equal); any other optimizer gets FP16_UnfusedOptimizer, whose scale starts at 2**16.
+NOT_FUSED_ADAM = Fact("fused_adam", "==", False, "DeepSpeed's FusedAdam as the optimizer: no")
+
+
 def is_fp16_wrapper(optimizer):
     """FP16_Optimizer or FP16_UnfusedOptimizer (or a subclass), by name: the patch never imports DeepSpeed."""
     return any(cls.__name__ in FP16_WRAPPERS for cls in type(optimizer).__mro__)
@@ -88,9 +93,11 @@ LOSS_SCALE = Patch(
     when=Any(
         All(Fact("zero_stage", "==", 0), Fact("precision", "==", "fp16"),
             Fact("fp16_loss_scale", "!=", 1.0, "a loss scale other than 1 (dynamic, DeepSpeed's default)")),
-        All(Fact("zero_stage", "==", 0), Fact("precision", "==", "bf16"), Fact("version:deepspeed", "<", "0.18.6")),
+        All(Fact("zero_stage", "==", 0), Fact("precision", "==", "bf16"), Fact("version:deepspeed", "<", "0.18.6"),
+            NOT_FUSED_ADAM),
         All(Fact("zero_stage", "==", 1), Fact("precision", "==", "bf16"), Fact("grad_accum_dtype", "==", "fp32"),
-            Fact("offload_optimizer", "==", "none", "no optimizer offload"), Fact("version:deepspeed", "<", "0.18.5"))),
+            Fact("offload_optimizer", "==", "none", "no optimizer offload"), Fact("version:deepspeed", "<", "0.18.5"),
+            NOT_FUSED_ADAM)),
     impact="every optimizer step is 1/(loss scale) of the intended update (1/65536 with DeepSpeed's defaults); "
            "with Adam, epsilon weighs that much more and gradient clipping stops acting",
     effect=("measured with the probe (one rank, GA 4, 3 SGD steps; benchmarks/results/deepspeed_sweep.md and "
