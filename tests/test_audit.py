@@ -404,6 +404,8 @@ def test_zero0_bf16_with_deepspeeds_fused_adam_is_not_hit_by_the_unapplied_scale
                                           "transformers", "--config", config], capsys)
         assert report["run"]["fused_adam"] is fused, config
         assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == verdict, config
+        # FP16_Optimizer's step sets the gradients to None itself: #7837's carrying is the unfused wrapper's only
+        assert findings["deepspeed-zero0-bf16-unfused-7837"]["verdict"] == verdict, config
     # torch's Adam through the block is not FusedAdam: DeepSpeed wraps it in FP16_UnfusedOptimizer
     torch_adam = write(tmp_path, "ds_z0_torch_adam.json", json.dumps(dict(
         Z0_BF16, optimizer={"type": "AdamW", "params": {"lr": 1e-5, "torch_adam": True}})))

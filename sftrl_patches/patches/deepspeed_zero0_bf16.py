@@ -8,7 +8,9 @@ under ZeRO ("Temporary until bf16_optimizer and zero_optimizer are integrated"):
 built up to 0.17.5, clears its own; FP16_UnfusedOptimizer does not. From 0.18.3 the same wrapper's loss scale is
 also never applied (deepspeed-loss-scale-unapplied), which hides this fault behind a 1/65536 update; fix that one
 alone and the carrying shows again. PR #7839 (0.18.6) zeroes the gradients through the optimizer for bf16 at any
-stage. Upstream issue #7837.
+stage. Upstream issue #7837. DeepSpeed's own FusedAdam (an `optimizer` block, OpenRLHF's) is wrapped in FP16_Optimizer
+instead, whose step sets the gradients to None itself: not affected (the 0.18.3-0.18.4 grids: its cells equal with
+and without the patches).
 
 Llama-Factory ships exactly this configuration as examples/deepspeed/ds_z0_config.json (bf16 "auto", stage 0),
 and its 0.9.5 release caps DeepSpeed at 0.18.4.
@@ -20,7 +22,7 @@ original as it is.
 from .._version import VersionRange
 from ..conditions import All, Fact
 from ..registry import Patch, Target
-from .deepspeed_loss_scale import is_fp16_wrapper
+from .deepspeed_loss_scale import NOT_FUSED_ADAM, is_fp16_wrapper
 
 MODULE = "deepspeed.runtime.engine"
 FIXED_IN = "0.18.6"
@@ -57,7 +59,8 @@ ZERO0_BF16 = Patch(
                fixed_fingerprints={"eade1e97452135c3": "0.18.6-0.19.3", "d58a7731de8f98d0": "0.19.4-0.19.6",
                                    "9cb826cb36739223": "0.19.7", "468476ce9cfed9c4": "0.19.8"}),
     ),
-    when=All(Fact("zero_stage", "==", 0), Fact("precision", "==", "bf16")),
+    # DeepSpeed's own FusedAdam gets FP16_Optimizer instead, whose step sets every gradient to None itself
+    when=All(Fact("zero_stage", "==", 0), Fact("precision", "==", "bf16"), NOT_FUSED_ADAM),
     impact="every optimizer step after the first adds all earlier steps' gradients again",
     effect=("measured with the probe over every release 0.15.1-0.19.8 (one rank, GA 4, 3 SGD steps; "
             "benchmarks/results/deepspeed_sweep.md): on 0.17.6-0.18.2 the first step is right and later ones carry "
