@@ -80,7 +80,7 @@ BF16_EPILOGUE = Patch(
             "micro-batch weights 0.25-1.80 where 1 is right, 17-33% of the update unexplained; GA 1: the whole "
             "gradient, 51-55% unexplained); patched, every weight 1 within bf16's 0.005, the same numbers as upstream "
             "0.19.0. One rank is unaffected. 0.18.3-0.18.4 never build BF16_Optimizer for this configuration "
-            "(deepspeed-bf16-unfused-65536-7788: FP16_UnfusedOptimizer, every update / 65536), so this bug "
+            "(FP16_UnfusedOptimizer, every update / 65536: deepspeed-loss-scale-unapplied), so this bug "
             "cannot occur there"),
     links=("https://github.com/deepspeedai/DeepSpeed/pull/7985", "https://github.com/deepspeedai/DeepSpeed/pull/7665"),
     remediation="upgrade to deepspeed>=0.19.0, or keep this package's patch on",
