@@ -3,6 +3,7 @@ the patches, and write benchmarks/results/deepspeed_matrix.{json,md}.
 
     python benchmarks/deepspeed_matrix.py                      # every release (installs missing ones)
     python benchmarks/deepspeed_matrix.py --versions 0.18.9 0.19.8 --steps 4
+    python benchmarks/deepspeed_matrix.py --rerun-patched 0.18.3 0.18.4   # after a change to the patches
 
 Cases per release, 3 optimizer steps each: ZeRO-1 and ZeRO-2 with offload, GA 4/8, fp32/bf16;
 ZeRO-2 offload GA=1 with 4 backward() calls and the boundary set; GA=1 with 4 backward() calls and
@@ -165,7 +166,10 @@ def to_markdown(rows, cases, meta):
     lines = [f"# DeepSpeed probe matrix", "",
              f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {_ranks_text(meta.get('ranks', 1))}, "
              f"{meta['accelerator']} accelerator, "
-             f"{meta['steps']} SGD steps per case. Command: `{meta['command']}` ({meta['wall_minutes']} min).", "",
+             f"{meta['steps']} SGD steps per case. Command: `{meta['command']}` ({meta['wall_minutes']} min)."
+             + "".join(f" Then the patched half of {', '.join(r['versions'])} again after a change to the patches, "
+                       f"{r['date']}: `{r['command']}` ({r['wall_minutes']} min)."
+                       for r in meta.get("patched_reruns", ())), "",
              "A cell is `ok` when at every step every micro-batch reached the optimizer with weight 1 (±0.01; fp32 "
              "also parameters within 1e-6 of plain PyTorch), `uneven` when already the first step's update is no one "
              "weight per micro-batch (over 1% unexplained: parts of the parameters weighted differently), `leak` "
@@ -182,6 +186,38 @@ def to_markdown(rows, cases, meta):
         cells = [f"{cell(u)} / {cell(p)}" for u, p in zip(unpatched["results"], patched["results"])]
         lines.append(f"| {row['version']} | {state} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def rerun_patched(versions, out, name, timeout):
+    """Replace the patched half of `versions`' rows in out/name.json, with the file's own cases and rank count, and
+    record the rerun in its meta (the table then shows both runs' dates and minutes)."""
+    path = os.path.join(out, name + ".json")
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    rows = {row["version"]: row for row in data["rows"]}
+    missing = [v for v in versions if v not in rows]
+    if missing:
+        raise SystemExit(f"{path} has no row for {' '.join(missing)}: --rerun-patched replaces rows, it adds none")
+    started = time.time()
+    for version in versions:
+        env = deepspeed_releases.child_env(version)
+        try:
+            rows[version]["patched"] = run_child(data["cases"], patched=True, nprocs=data["meta"].get("ranks", 1),
+                                                 timeout=timeout, env=env)
+        except Exception as exc:
+            rows[version]["patched"] = {"error": str(exc)[-1500:]}
+        print(f"{version}: " + " ".join(cell(p) for p in rows[version]["patched"].get("results", [])), flush=True)
+    data["meta"].setdefault("patched_reruns", []).append(
+        {"versions": list(versions), "date": time.strftime("%Y-%m-%d"),
+         "command": f"python benchmarks/deepspeed_matrix.py --rerun-patched {' '.join(versions)}"
+                    + (f" --name {name}" if name != "deepspeed_matrix" else ""),
+         "wall_minutes": round((time.time() - started) / 60, 1)})
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+    with open(os.path.join(out, name + ".md"), "w", encoding="utf-8") as handle:
+        handle.write(to_markdown(data["rows"], data["cases"], data["meta"]))
+    print(f"wrote {out}/{name}.md", flush=True)
+    return 0
 
 
 def _ranks_text(ranks):
@@ -208,6 +244,10 @@ def main(argv=None):
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="run only the cases whose label contains TEXT (e.g. DeepSpeedCPUAdam)")
     parser.add_argument("--name", default="deepspeed_matrix", help="file name of the results, without extension")
+    parser.add_argument("--rerun-patched", nargs="+", metavar="VERSION",
+                        help="run the patched half of these releases again, in place in --name's committed file, "
+                             "with its cases (after a change to the patches; the unpatched half runs with every "
+                             "patch off, so the change cannot touch it)")
     parser.add_argument("--summary", nargs="+", metavar="NAME",
                         help="print the per-group summary of these results in --out (e.g. deepspeed_matrix "
                              "deepspeed_matrix_cpu_adam) and run nothing")
@@ -215,6 +255,8 @@ def main(argv=None):
     if args.summary:
         print(summary(load_matrices(args.summary, args.out)), end="")
         return 0
+    if args.rerun_patched:
+        return rerun_patched(args.rerun_patched, args.out, args.name, args.timeout)
     versions = args.versions or deepspeed_releases.available_releases()
     if args.ranks < 1:
         parser.error("--ranks must be at least 1")
