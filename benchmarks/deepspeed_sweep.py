@@ -53,9 +53,10 @@ FACTORS = {
     "ranks": (1, 2),
 }
 # The full grid runs on the releases on both sides of every known window's edge (registry records' first affected
-# and first fixed releases), and the newest.
+# and first fixed releases, and the releases their version conditions name: 0.19.8's compact fp32 accumulation), and
+# the newest. tests/test_sweep_agreement.py derives the edges from the records and holds this list to them.
 EDGES = ("0.15.1", "0.15.2", "0.17.5", "0.17.6", "0.18.2", "0.18.3", "0.18.4", "0.18.5", "0.18.6", "0.18.9",
-         "0.19.0", "0.19.8")
+         "0.19.0", "0.19.7", "0.19.8")
 # Two CPU ranks crash in step() on these (upstream #7828, loud, not silent: benchmarks/deepspeed_matrix.py --ranks 2).
 TWO_RANK_CRASH = ("0.18.7", "0.18.8", "0.18.9")
 

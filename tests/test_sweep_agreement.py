@@ -154,3 +154,28 @@ def test_readme_and_docs_state_what_the_committed_sweep_holds(sweep):
         assert len(sweep["releases"]) == 40
     else:  # the grid: window-edge releases the script names (the summary says which are not run yet)
         assert set(sweep["releases"]) <= set(deepspeed_sweep.EDGES) and "0.19.8" in sweep["releases"]
+
+
+def _version_facts(predicate):
+    if predicate is None:
+        return []
+    if hasattr(predicate, "parts"):
+        return [f for part in predicate.parts for f in _version_facts(part)]
+    return [predicate] if getattr(predicate, "field", "") == "version:deepspeed" else []
+
+
+def test_the_grid_runs_both_sides_of_every_release_edge_the_records_name():
+    """EDGES is what the grid runs by default: each release where a DeepSpeed record's range or a version fact in its
+    conditions changes, and the release before it (the pairwise sweep's 40 releases are the universe)."""
+    from sftrl_patches import PATCHES
+    from sftrl_patches._version import parse
+    with open(RESULTS["pairwise"], encoding="utf-8") as handle:
+        releases = sorted(json.load(handle)["releases"], key=parse)
+    edges = set()
+    for patch in (p for p in PATCHES.values() if p.distribution == "deepspeed"):
+        edges.update(str(bound) for bound in (patch.affected.low, patch.affected.high) if bound is not None)
+        edges.update(str(fact.value) for fact in _version_facts(patch.when))
+    assert edges, "no edges found: the walk over the records is broken"
+    wanted = {v for edge in edges if edge in releases for v in releases[max(0, releases.index(edge) - 1):
+                                                                       releases.index(edge) + 1]}
+    assert wanted <= set(deepspeed_sweep.EDGES), sorted(wanted - set(deepspeed_sweep.EDGES))
