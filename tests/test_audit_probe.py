@@ -199,3 +199,39 @@ def test_probe_proves_the_loss_scale_record_and_its_patch_on_the_users_own_confi
     assert not probe["unpatched"]["correct"]
     assert all(abs(w - 1) < 0.005 for step in probe["patched"]["weights"] for w in step), probe["patched"]
     assert probe["patched"]["correct"]
+
+
+def _probe_result(case, patched_steps, states, hits, ranks=1):
+    """What run_probe returns once both children ran (only the keys the conclusion reads)."""
+    def side(steps):
+        return {"correct": all(s["correct"] for s in steps), "steps": steps}
+    unpatched = [dict(s, correct=False) for s in patched_steps]
+    return {"deepspeed": "0.18.4", "case": case, "ranks": ranks, "audit_hits": sorted(hits),
+            "unpatched": side(unpatched), "patched": dict(side(patched_steps), patch_states=states)}
+
+
+def test_the_conclusion_names_only_records_the_audit_hit_and_says_when_nothing_explains_it():
+    from sftrl_patches.audit.prove import verdict_line
+    sgd = {"dtype": "fp32", "mode": "no_boundary"}
+    wrong = [{"correct": False, "weights": [0, 0, 0, 1], "max_param_diff": 0.1}]
+    states = {"deepspeed-manual-accumulation-last-only": "affected-no-patch",
+              "deepspeed-loss-scale-unapplied": "patched"}
+    named = verdict_line(_probe_result(sgd, wrong, states, {"deepspeed-manual-accumulation-last-only"}))
+    assert "WRONG, with and without" in named and "known, not patched by sftrl-patches: " \
+                                                  "deepspeed-manual-accumulation-last-only" in named
+    # the same release state, but this run is not one the record hits: it explains nothing here
+    unexplained = verdict_line(_probe_result(sgd, wrong, states, set()))
+    assert "manual-accumulation" not in unexplained and "no record the audit hit explains it" in unexplained
+
+
+def test_a_16_bit_adam_cell_off_by_the_documented_precision_says_so():
+    from sftrl_patches.audit.prove import verdict_line
+    adam = {"dtype": "bf16", "mode": "ga", "optimizer": "deepspeed_adam"}
+    states = {"deepspeed-manual-accumulation-last-only": "affected-no-patch"}
+    near = [{"correct": True, "weights": [], "max_param_diff": 0.0031},
+            {"correct": False, "weights": [], "max_param_diff": 0.0065}]
+    assert "a precision matter, no micro-batch lost" in verdict_line(_probe_result(adam, near, states, set()))
+    far = [{"correct": False, "weights": [], "max_param_diff": 0.05}]  # beyond it: not the precision matter
+    assert "no record the audit hit explains it" in verdict_line(_probe_result(adam, far, states, set()))
+    sgd_bf16 = dict(adam, optimizer=None)
+    assert "precision" not in verdict_line(_probe_result(sgd_bf16, near, states, set()))

@@ -197,7 +197,8 @@ def _prove(args, report, code, run, case, out):
     if not args.json:
         print(out, flush=True)
     try:
-        probe = prove.run_probe(*case, run, report["versions"], timeout=args.probe_timeout)
+        probe = prove.run_probe(*case, run, report["versions"], timeout=args.probe_timeout,
+                                hits=[f["check"] for f in report["findings"] if f["verdict"] == "hit"])
     except Exception as exc:  # the probe machinery itself failed
         probe = {"status": "error", "case": case[0], "notes": case[1], "reason": f"{type(exc).__name__}: {exc}",
                  "deepspeed": None, "audited_deepspeed": report["versions"].get("deepspeed")}

@@ -200,8 +200,9 @@ def local_devices(python=None, timeout=120):
     return int(proc.stdout.strip().splitlines()[-1])
 
 
-def run_probe(case, notes, run, versions, timeout=300):
-    """The probe of `case` with the patches off and on: the dict the audit's JSON carries under "probe".
+def run_probe(case, notes, run, versions, timeout=300, hits=()):
+    """The probe of `case` with the patches off and on: the dict the audit's JSON carries under "probe". `hits`: the
+    records the audit found hit, the only ones the conclusion may name as the cause.
 
     status: "ran"; "skipped" (torch or DeepSpeed not importable here); "error" (a child crashed, timed out, or the
     case failed inside it).
@@ -211,7 +212,7 @@ def run_probe(case, notes, run, versions, timeout=300):
     audited = (versions or {}).get("deepspeed")
     installed = installed_version("deepspeed")[0]
     out = {"status": None, "case": case, "notes": list(notes), "audited_deepspeed": audited,
-           "deepspeed": installed}
+           "deepspeed": installed, "audit_hits": sorted(hits)}
     reason = missing_requirements()
     if reason:
         return dict(out, status="skipped", reason=reason)
@@ -288,7 +289,8 @@ def to_text(probe):
     for number, (off, on) in enumerate(zip(unpatched["steps"], patched["steps"]), 1):
         lines.append(f"    {number:<5}| {_cell(off):<{width}}| {_cell(on)}")
     if case.get("optimizer") == "deepspeed_adam":
-        lines.append("    cell: ✓ the parameters follow torch Adam fed every micro-batch (largest difference shown)")
+        lines.append("    cell: the largest parameter difference from torch Adam fed every micro-batch; ✓ within the "
+                     "probe's tolerance")
     else:
         leaks = any((s.get("residual") or 0.0) > 0.01 for s in unpatched["steps"] + patched["steps"])
         lines.append("    cell: each micro-batch's weight in the step's update (1 = counted, 0 = dropped)"
@@ -311,12 +313,30 @@ def verdict_line(probe):
         return f"{installed} counts every micro-batch of this configuration, with and without the patches"
     if not off and on:
         return f"{installed} gets this configuration wrong without the patches; with them every micro-batch counts"
+    hits = set(probe.get("audit_hits") or ())
     known = [name for name, state in (probe["patched"].get("patch_states") or {}).items()
-             if state == "affected-no-patch"]
-    tail = f" (known, not patched by sftrl-patches: {', '.join(known)})" if known else ""
+             if state == "affected-no-patch" and name in hits]  # a record of the release that this run does not hit
+    #                                                            explains nothing here
+    tail = f" (known, not patched by sftrl-patches: {', '.join(known)})" if known else (
+        f" ({_ADAM_PRECISION})" if _adam_precision(probe) else " (no record the audit hit explains it)")
     if off and not on:
         return f"{installed} is right without the patches and WRONG with them{tail}"
     return f"{installed} gets this configuration WRONG, with and without the patches{tail}"
+
+
+_ADAM_PRECISION = ("an Adam trajectory in 16 bits: the configuration sweep measures 0.0065-0.0072 from torch Adam on one "
+                   "rank (0.019 on two) wherever DeepSpeed's fp16 wrappers sum 16-bit gradients in 16 bits, past the "
+                   "probe's 0.005 tolerance; a precision matter, no micro-batch lost: docs/patches.md, the configuration "
+                   "sweep")
+
+
+def _adam_precision(probe):
+    """The patched run is wrong only as far as the sweep's documented 16-bit Adam precision reaches."""
+    case = probe["case"]
+    if case.get("optimizer") not in ("deepspeed_adam", "adamw") or case.get("dtype") not in ("bf16", "fp16"):
+        return False
+    worst = max((s.get("max_param_diff") or 0.0) for s in probe["patched"]["steps"])
+    return worst <= (0.02 if (probe.get("ranks") or 1) > 1 else 0.0075)
 
 
 def exit_code(probe, audit_code, failed, hit):
