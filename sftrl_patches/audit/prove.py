@@ -314,9 +314,9 @@ def verdict_line(probe):
     if not off and on:
         return f"{installed} gets this configuration wrong without the patches; with them every micro-batch counts"
     hits = set(probe.get("audit_hits") or ())
+    # a record the release has but this run does not meet explains nothing here
     known = [name for name, state in (probe["patched"].get("patch_states") or {}).items()
-             if state == "affected-no-patch" and name in hits]  # a record of the release that this run does not hit
-    #                                                            explains nothing here
+             if state == "affected-no-patch" and name in hits]
     tail = f" (known, not patched by sftrl-patches: {', '.join(known)})" if known else (
         f" ({_ADAM_PRECISION})" if _adam_precision(probe) else " (no record the audit hit explains it)")
     if off and not on:
