@@ -34,8 +34,18 @@ class _SafeParser(_Parser):
         _Parser.error(self, safe_message(message))
 
 
+def positive_int(text):
+    """argparse type of a count or a number of seconds: a whole number above 0 (exit 2 otherwise)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
 def build_parser():
-    from ..doctor.cli import positive_int
     parser = _SafeParser(
         prog="sftrl-doctor audit",
         usage="sftrl-doctor audit [--versions DIST==VER[,DIST==VER...]] [--requirements FILE] [--config FILE]... "

@@ -26,19 +26,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def positive_int(text):
-    """argparse type of a count or a number of seconds: a whole number above 0 (exit 2 otherwise)."""
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
-
-
 def _seconds(text):
     """A timeout: a positive whole number of seconds, at most a day (a larger one overflows the clock)."""
+    from ..audit.cli import positive_int  # the audit sits below the doctor: its argument types serve both
     value = positive_int(text)
     if value > 86400:
         raise argparse.ArgumentTypeError(f"expected at most 86400 seconds (a day), got {value}")
