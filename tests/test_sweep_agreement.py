@@ -18,42 +18,6 @@ RESULTS = {kind: os.path.join(deepspeed_sweep.RESULTS, spec["file"] + ".json")
            for kind, spec in deepspeed_sweep.KINDS.items()}
 
 
-def _adam_at_zero0(dtype):
-    def matches(point):
-        return (point["stage"] == 0 and point["optimizer"] != "sgd" and point["dtype"].startswith(dtype)
-                and point["grad_accum_dtype"] is None)
-    return matches
-
-
-def _adam_in_the_7788_wrapper(point):
-    """bf16 + fp32 grad_accum_dtype without offload, ZeRO-0 or 1: on 0.18.3-0.18.4 DeepSpeed builds an fp16 wrapper
-    here instead of BF16_Optimizer (#7788), so its Adam cells meet the same 16-bit precision as ZeRO-0's."""
-    return (point["stage"] in (0, 1) and point["optimizer"] != "sgd" and point["dtype"] == "bf16"
-            and point["grad_accum_dtype"] == "fp32" and not point["offload"])
-
-
-_ADAM_PRECISION = (
-    "an Adam trajectory (client AdamW or DeepSpeed's Adam) in {dtype} ends 0.0065-0.0072 from torch Adam fed "
-    "the right gradient (one rank; 0.019 with two), past the probe's 16-bit tolerance of 0.005{since}; the SGD cells "
-    "of the same configurations are right (every micro-batch weight 1 within 0.003, or the loss-scale record's 1/256), "
-    "so no micro-batch is lost: the fp16 wrappers (FP16_UnfusedOptimizer, FP16_Optimizer) sum the 16-bit gradients "
-    "in 16 bits, and Adam's normalisation turns that rounding into sign flips of tiny components. A precision "
-    "matter, not yet a record")
-
-# Cells the records do not explain, each with why: (which cells, first release, last release or None, reason). The
-# test fails if one appears anywhere else, or stops being wrong where documented.
-UNEXPLAINED = (
-    (_adam_at_zero0("bf16"), "0.17.6", None,
-     _ADAM_PRECISION.format(dtype="bf16 at ZeRO-0", since=", from 0.17.6 on (0.001 up to 0.17.5, BF16_Optimizer); on "
-                            "0.17.6-0.18.5 the records' faults come first and the patched cell shows this one")),
-    (_adam_at_zero0("fp16"), "0.15.1", None, _ADAM_PRECISION.format(dtype="fp16 at ZeRO-0", since=" on every release")),
-    (_adam_in_the_7788_wrapper, "0.18.3", "0.18.4",
-     _ADAM_PRECISION.format(dtype="bf16 with fp32 grad_accum_dtype (ZeRO-0 or 1, no offload)",
-                            since=" on 0.18.3-0.18.4, where #7788 builds the fp16 wrappers instead of BF16_Optimizer; "
-                            "deepspeed-loss-scale-unapplied comes first and the patched cell shows this one")),
-)
-
-
 @pytest.fixture(scope="module", params=sorted(RESULTS))
 def sweep(request):
     with open(RESULTS[request.param], encoding="utf-8") as handle:
@@ -76,9 +40,7 @@ def test_the_committed_sweep_is_the_design_the_script_runs(sweep):
 
 
 def _documented(point, version):
-    from sftrl_patches._version import parse
-    return any(matches(point) and parse(version) >= parse(first) and (last is None or parse(version) <= parse(last))
-               for matches, first, last, _ in UNEXPLAINED)
+    return deepspeed_sweep.documented(point, version) is not None
 
 
 def test_every_cell_is_explained_by_the_records(sweep):
