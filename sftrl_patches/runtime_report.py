@@ -138,7 +138,7 @@ def _engine_facts(builder, engine):
             continue
     try:
         settings = deepspeed_config(engine._config._param_dict, "the DeepSpeed config")
-        for field in ("grad_accum_dtype", "immediate_grad_update"):
+        for field in ("grad_accum_dtype", "immediate_grad_update", "fp16_loss_scale", "optimizer"):
             builder.offer(field, settings[field], "the DeepSpeed config")
     except Exception:
         pass

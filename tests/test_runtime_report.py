@@ -107,6 +107,18 @@ def test_the_engine_says_whether_its_optimizer_is_fused_adam_and_the_loss_scale_
     assert seen == {"deepspeed_adam": (True, "not-hit"), "sgd": (False, "hit")}
 
 
+def test_zero0_fp16_reads_its_loss_scale_from_the_engines_config_and_is_decided(tmp_path):
+    """The loss-scale record needs fp16.loss_scale: the run-time line read it nowhere and called every ZeRO-0 fp16
+    run "not decidable". DeepSpeed's dynamic scale: affected, patched; a static scale of 1: not affected."""
+    env = require_release(AFFECTED)
+    lines = {}
+    for name, extra in (("dynamic", {"loss_scale": "dynamic"}), ("static 1", {})):
+        case = dict({"stage": 0, "offload": False, "ga": 4, "dtype": "fp16", "steps": 1}, **extra)
+        lines[name], = probe(env, tmp_path, case=json.dumps([case]))
+    assert lines["dynamic"].endswith("deepspeed-loss-scale-unapplied: affected, patched"), lines
+    assert "is not affected by the" in lines["static 1"] and "not decidable" not in lines["static 1"], lines
+
+
 class _Broken:
     optimizer = object()
 
