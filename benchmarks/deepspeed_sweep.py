@@ -340,7 +340,7 @@ def _adam_at_zero0(dtype):
 
 
 def _adam_in_the_7788_wrapper(point):
-    """bf16 + fp32 grad_accum_dtype without offload, ZeRO-0 or 1: on 0.18.3-0.18.4 DeepSpeed builds an fp16 wrapper
+    """bf16 + fp32 grad_accum_dtype without offload, ZeRO-0 or 1: on 0.17.6-0.18.4 DeepSpeed builds an fp16 wrapper
     here instead of BF16_Optimizer (#7788), so its Adam cells meet the same 16-bit precision as ZeRO-0's."""
     return (point["stage"] in (0, 1) and point["optimizer"] != "sgd" and point["dtype"] == "bf16"
             and point["grad_accum_dtype"] == "fp32" and not point["offload"])
@@ -363,10 +363,12 @@ DOCUMENTED = (
      _ADAM_PRECISION.format(dtype="bf16 at ZeRO-0", since=", from 0.17.6 on (0.001 up to 0.17.5, BF16_Optimizer); on "
                             "0.17.6-0.18.5 the records' faults come first and the patched cell shows this one")),
     (_adam_at_zero0("fp16"), "0.15.1", None, _ADAM_PRECISION.format(dtype="fp16 at ZeRO-0", since=" on every release")),
-    (_adam_in_the_7788_wrapper, "0.18.3", "0.18.4",
+    (_adam_in_the_7788_wrapper, "0.17.6", "0.18.4",
      _ADAM_PRECISION.format(dtype="bf16 with fp32 grad_accum_dtype (ZeRO-0 or 1, no offload)",
-                            since=" on 0.18.3-0.18.4, where #7788 builds the fp16 wrappers instead of BF16_Optimizer; "
-                            "deepspeed-loss-scale-unapplied comes first and the patched cell shows this one")),
+                            since=" on 0.17.6-0.18.4, where DeepSpeed builds the fp16 wrappers instead of BF16_Optimizer "
+                            "(0.17.6's new DDP_BFLOAT16 shares BFLOAT16's value \"bf16\"; PR #7788, 0.18.5), so the "
+                            "fp32 accumulation asked for does not run; on 0.18.3-0.18.4 deepspeed-loss-scale-unapplied "
+                            "comes first and the patched cell shows this one")),
 )
 
 
