@@ -119,6 +119,36 @@ def test_zero0_fp16_reads_its_loss_scale_from_the_engines_config_and_is_decided(
     assert "is not affected by the" in lines["static 1"] and "not decidable" not in lines["static 1"], lines
 
 
+# What an engine cannot tell when it is built: how the loop will call backward() and step() (with GA 1).
+AFTER_INIT = {"accumulation", "micro_batches_per_step"}
+
+
+class _Engine:
+    """The accessors _engine_facts reads, each answering (a stand-in: which facts it offers, not their values, is
+    under test; the values are tested on real engines above)."""
+    dp_world_size, optimizer, basic_optimizer, pipeline_parallelism = 1, object(), object(), False
+
+    class _config:
+        _param_dict = {"zero_optimization": {"stage": 0}, "fp16": {"enabled": True}}
+
+    def __getattr__(self, name):
+        return lambda: {"zero_optimization_stage": 0, "gradient_accumulation_steps": 1}.get(name, False)
+
+
+def test_the_engine_offers_every_fact_a_deepspeed_record_reads_but_the_loops_own():
+    """A record that reads a fact the run-time line never offers is 'not decidable' at run time on every run (the
+    loss scale was, for every ZeRO-0 fp16 run): each DeepSpeed record's facts come from the engine, except how
+    the loop accumulates, which no engine knows at init."""
+    import sftrl_patches
+    from sftrl_patches.run import RunBuilder
+    builder = RunBuilder()
+    runtime_report._engine_facts(builder, _Engine())
+    offered = set(builder.facts)
+    for patch in (p for p in sftrl_patches.PATCHES.values() if p.distribution == "deepspeed"):
+        needed = {f for f in patch.when.fields() if not f.startswith("version:")} if patch.when else set()
+        assert needed - AFTER_INIT <= offered, (patch.name, sorted(needed - AFTER_INIT - offered))
+
+
 class _Broken:
     optimizer = object()
 
