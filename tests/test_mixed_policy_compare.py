@@ -8,6 +8,11 @@ import pytest
 
 from conftest import AFFECTED, require_release, run_smoke
 
+
+def compare_digest(folder):
+    from examples.mixed_policy.compare import base_digest
+    return base_digest(str(folder))
+
 pytest.importorskip("trl")
 
 
@@ -73,6 +78,7 @@ def test_the_comparison_runs_every_method_and_reports_flops(tmp_path):
     assert again["generous_kept"] == [{"configs": ["luffy", "srft"], "command": results["command"],
                                        "wall_s": results["wall_s"]}]
     assert again["base_remade"] is True
+    assert again["base_digest"] == results["base_digest"] == compare_digest(out / "base")
     assert again["kept"] == [{"configs": kept, "command": results["command"], "wall_s": results["wall_s"]}]
     assert json.loads((out / "tuning.json").read_text())["luffy"] == tuning["luffy"]
     assert "Rows kept from an earlier comparison" in (out / "results.md").read_text()
@@ -113,6 +119,24 @@ def test_a_base_model_made_again_that_differs_stops_a_keep_run():
     study.sft_tokens = 51
     with pytest.raises(SystemExit, match=r"sft_tokens_per_epoch 50 then, 51 now"):
         compare.check_remade_base(study, previous, 0.25)
+
+
+def test_where_the_earlier_run_recorded_its_weights_digest_a_remade_base_must_match_it_bit_for_bit(tmp_path):
+    from types import SimpleNamespace
+    from examples.mixed_policy import compare
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    said = []
+    study = SimpleNamespace(parameters=100, sft_tokens=50, base=str(tmp_path), progress=SimpleNamespace(say=said.append))
+    previous = {"parameters": 100, "sft_tokens_per_epoch": 50, "base_accuracy": 0.25,
+                "base_digest": compare.base_digest(str(tmp_path))}
+    compare.check_remade_base(study, previous, 0.25)
+    assert "so do its weights" in said[-1]
+    (tmp_path / "model.safetensors").write_bytes(b"weightz")  # same size and numbers, other weights
+    with pytest.raises(SystemExit, match=r"base_digest [0-9a-f]{64} then, [0-9a-f]{64} now"):
+        compare.check_remade_base(study, previous, 0.25)
+    del previous["base_digest"]  # an earlier run from before the digest: numbers only, and it says so
+    compare.check_remade_base(study, previous, 0.25)
+    assert "recorded no digest" in said[-1]
 
 
 @pytest.mark.parametrize("flags,message", [

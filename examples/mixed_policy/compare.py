@@ -32,6 +32,7 @@ token in an RL batch). Writes results.md, results.json, tuning.json and accuracy
 
     python -m examples.mixed_policy.compare --out examples/mixed_policy/results
 """
+import hashlib
 import itertools
 import json
 import os
@@ -115,16 +116,31 @@ def kept_comparison(args):
     return previous
 
 
+def base_digest(folder):
+    """sha256 of the base model's weights: the proof that a base made again is the earlier one, bit for bit."""
+    digest = hashlib.sha256()
+    with open(os.path.join(folder, "model.safetensors"), "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def check_remade_base(study, previous, accuracy):
     """A base model made again (not committed, so absent from a fresh clone) must be the earlier one: kept rows
-    were trained from it. Its size, the SFT token count it implies and its test accuracy must be equal."""
+    were trained from it. Its size, the SFT token count it implies and its test accuracy must be equal, and its
+    weights' digest where the earlier run recorded one (runs before 2026-12-06 did not: their numbers are the
+    evidence then, not a proof)."""
     now = {"parameters": study.parameters, "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": accuracy}
+    if previous.get("base_digest"):
+        now["base_digest"] = base_digest(study.base)
     differ = [f"{name} {previous[name]} then, {value} now" for name, value in now.items() if previous[name] != value]
     if differ:
         raise SystemExit(f"--keep: the base model made again in {study.base} is not the earlier comparison's "
                          f"({'; '.join(differ)}); its kept rows cannot stand beside new ones. Run the whole "
                          f"comparison without --keep.")
-    study.progress.say("base model made again: parameters, SFT tokens and test accuracy equal the earlier ones")
+    study.progress.say("base model made again: parameters, SFT tokens and test accuracy equal the earlier ones"
+                       + ("; so do its weights (sha256)" if "base_digest" in now else
+                          "; the earlier run recorded no digest of its weights, so they were not compared"))
 
 
 def kept_generous(previous, args, kept):
@@ -422,7 +438,7 @@ def main(argv=None):
 
     tuning = {c: {f"{lr:g}": run["validation"] for lr, run in sorted(sweeps[c].items())} for c in sweeps}
     meta = {"parameters": study.parameters, "sft_tokens_per_epoch": study.sft_tokens, "base_accuracy": base_accuracy,
-            "picked": picked, "equal_flops": study.budget_flops_equal}
+            "base_digest": base_digest(study.base), "picked": picked, "equal_flops": study.budget_flops_equal}
     if previous:
         records += [r for r in previous["records"] if r["config"] in kept and r["seed"] in args.seeds]
         tuning.update({c: previous["tuning"][c] for c in kept})
