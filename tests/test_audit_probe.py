@@ -235,3 +235,19 @@ def test_a_16_bit_adam_cell_off_by_the_documented_precision_says_so():
     assert "no record the audit hit explains it" in verdict_line(_probe_result(adam, far, states, set()))
     sgd_bf16 = dict(adam, optimizer=None)
     assert "precision" not in verdict_line(_probe_result(sgd_bf16, near, states, set()))
+
+
+def test_openrlhfs_fused_adam_is_probed_as_fused_adam_where_it_decides_deepspeeds_wrapper():
+    """OpenRLHF passes DeepSpeed's FusedAdam: at ZeRO-0 bf16 DeepSpeed wraps it in FP16_Optimizer (scale 1), where a
+    client SGD would get FP16_UnfusedOptimizer (scale 2**16): the probe must run the run's wrapper, not another."""
+    from sftrl_patches.audit.prove import probe_case
+    run = {"trainer": "openrlhf-sft", "uses_deepspeed": True, "zero_stage": 0, "offload_optimizer": "none",
+           "precision": "bf16", "accumulation": "engine", "gradient_accumulation_steps": 4, "fused_adam": True,
+           "optimizer": "client"}
+    case, notes = probe_case(run, run["optimizer"])
+    assert case["optimizer"] == "deepspeed_adam" and any("FusedAdam" in n for n in notes)
+    # ZeRO-2 builds ZeRO's optimizer whatever the class: the SGD probe, whose weights can be read off, stays
+    case, _ = probe_case(dict(run, zero_stage=2), "client")
+    assert "optimizer" not in case
+    case, _ = probe_case(dict(run, fused_adam=False), "client")  # the HF Trainer's torch AdamW
+    assert "optimizer" not in case

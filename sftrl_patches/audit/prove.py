@@ -125,6 +125,10 @@ def probe_case(run, optimizer=None):
 
     if str(run.get("trainer", "")).startswith("openrlhf"):
         optimizer = "client"  # OpenRLHF writes its own DeepSpeed config and passes its own optimizer
+    if optimizer != "deepspeed" and run.get("fused_adam") and _wrapper_follows_the_optimizer(case, run):
+        optimizer = "deepspeed"
+        notes.append("the run's optimizer is DeepSpeed's FusedAdam, which decides the wrapper DeepSpeed builds here "
+                     "(FP16_Optimizer, not FP16_UnfusedOptimizer): probed as DeepSpeed's Adam, which is FusedAdam")
     if optimizer == "deepspeed":
         case["optimizer"] = "deepspeed_adam"
         notes.append("DeepSpeed's own optimizer (the config's `optimizer` block) is probed as DeepSpeed's Adam against "
@@ -149,6 +153,15 @@ def probe_case(run, optimizer=None):
         notes.append("bf16.immediate_grad_update true is not reproduced by the probe (it runs DeepSpeed's default)")
     case["label"] = case_label(case)
     return case, notes
+
+
+def _wrapper_follows_the_optimizer(case, run):
+    """Where DeepSpeed picks its fp16 wrapper by the optimizer's class (FusedAdam or not): ZeRO-0 in 16 bits, and
+    bf16 + fp32 accumulation at ZeRO-1 without offload, which builds those wrappers on 0.17.6-0.18.4 (#7788)."""
+    if case["dtype"] not in ("bf16", "fp16"):
+        return False
+    return case["stage"] == 0 or (case["stage"] == 1 and not case["offload"] and case["dtype"] == "bf16"
+                                  and run.get("grad_accum_dtype") == "fp32")
 
 
 def case_label(case):
