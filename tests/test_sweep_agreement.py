@@ -116,6 +116,13 @@ def test_readme_and_docs_state_what_the_committed_sweep_holds(sweep):
         assert len(sweep["releases"]) == 40
     else:  # the grid: window-edge releases the script names (the summary says which are not run yet)
         assert set(sweep["releases"]) <= set(deepspeed_sweep.EDGES) and "0.19.8" in sweep["releases"]
+        cells = [r["cells"].values() for r in sweep["releases"].values()]
+        wrong = [sum(not c["unpatched"]["right"] for c in release) for release in cells]
+        still = [sum(not c["patched"]["right"] for c in release) for release in cells]
+        assert f"{sum(len(release) for release in cells):,} cells" in text
+        assert f"wrong without them {min(wrong)}–{max(wrong)} per release, with them {min(still)}–{max(still)}" in text
+        if set(sweep["releases"]) == set(deepspeed_sweep.EDGES):
+            assert f"on the {len(deepspeed_sweep.EDGES)} releases on both sides" in text
 
 
 def _version_facts(predicate):
