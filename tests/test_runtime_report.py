@@ -165,3 +165,33 @@ def test_never_raises_and_says_nothing_for_objects_it_cannot_read(capsys, tmp_pa
     assert event is None or "sftrl_patches: this run" in event["line"]
     assert runtime_report.report_built(_Broken(), "openrlhf-sft", sftrl_patches._registry) is None  # no args
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_committed_run_time_line_agrees_with_the_audit_on_every_swept_configuration():
+    """benchmarks/results/runtime_agreement.json: on each one-rank configuration of the pairwise design, the line
+    and the audit never decide differently; the line says unknown only for records that need how the loop
+    accumulates (which no engine knows when it is built)."""
+    import sftrl_patches
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import runtime_agreement
+    with open(os.path.join(runtime_agreement.RESULTS, "runtime_agreement.json"), encoding="utf-8") as handle:
+        data = json.load(handle)
+    with open(os.path.join(runtime_agreement.RESULTS, "runtime_agreement.md"), encoding="utf-8") as handle:
+        assert handle.read() == runtime_agreement.summary(data)
+    loop_facts = {name for name, patch in sftrl_patches.PATCHES.items()
+                  if patch.when is not None and set(patch.when.fields()) & AFTER_INIT}
+    assert len(data["releases"]) >= 3
+    for version, result in data["releases"].items():
+        assert len(result["rows"]) == result["points"] > 20, version
+        for row in result["rows"]:
+            assert "error" not in row["runtime"], (version, row)
+            for name, runtime, audit in runtime_agreement.differences(row):
+                assert runtime == "unknown" and name in loop_facts, (version, row["label"], name, runtime, audit)
+    rows = [row for result in data["releases"].values() for row in result["rows"]]
+    minutes = sum(result["seconds"] for result in data["releases"].values()) / 60
+    with open(os.path.join(ROOT, "docs", "audit.md"), encoding="utf-8") as handle:
+        docs = " ".join(handle.read().split())
+    assert (f"{minutes:.1f} min, on {', '.join(list(data['releases'])[:-1])} and {list(data['releases'])[-1]}"
+            in docs)
+    assert f"0 confident differences in {sum(len(r['audit']) for r in rows)} verdicts" in docs
+    assert f"{sum(len(runtime_agreement.differences(r)) for r in rows)} times the line says `unknown`" in docs
