@@ -30,8 +30,8 @@ FP16_WRAPPERS = ("FP16_Optimizer", "FP16_UnfusedOptimizer")
 VERIFIED_THROUGH = "0.19.8"
 
 
-# For bf16, DeepSpeed wraps its own FusedAdam in FP16_Optimizer, whose scale is 1 there (the grid: unpatched and
-# patched cells equal); any other optimizer gets FP16_UnfusedOptimizer, whose scale starts at 2**16.
+# For bf16, DeepSpeed wraps its own FusedAdam in FP16_Optimizer, whose scale is 1 there (the grids on 0.18.3-0.18.5:
+# unpatched and patched cells equal); any other optimizer gets FP16_UnfusedOptimizer, whose scale starts at 2**16.
 NOT_FUSED_ADAM = Fact("fused_adam", "==", False, "DeepSpeed's FusedAdam as the optimizer: no")
 
 

@@ -9,8 +9,8 @@ built up to 0.17.5, clears its own; FP16_UnfusedOptimizer does not. From 0.18.3 
 also never applied (deepspeed-loss-scale-unapplied), which hides this fault behind a 1/65536 update; fix that one
 alone and the carrying shows again. PR #7839 (0.18.6) zeroes the gradients through the optimizer for bf16 at any
 stage. Upstream issue #7837. DeepSpeed's own FusedAdam (an `optimizer` block, OpenRLHF's) is wrapped in FP16_Optimizer
-instead, whose step sets the gradients to None itself: not affected (the 0.18.3-0.18.4 grids: its cells equal with
-and without the patches).
+instead, whose step sets the gradients to None itself: not affected (the grids on 0.17.6 and 0.18.2-0.18.5: its
+cells equal with and without the patches).
 
 Llama-Factory ships exactly this configuration as examples/deepspeed/ds_z0_config.json (bf16 "auto", stage 0),
 and its 0.9.5 release caps DeepSpeed at 0.18.4.
