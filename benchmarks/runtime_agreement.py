@@ -2,7 +2,7 @@
 the line prints when DeepSpeed builds the engine (sftrl_patches/runtime_report.py, read from the live engine) and
 the audit's verdict on the same configuration's run description. Writes benchmarks/results/runtime_agreement.{json,md}.
 
-    python benchmarks/runtime_agreement.py                        # 0.17.6 0.18.4 0.19.8
+    python benchmarks/runtime_agreement.py                        # the grid's window-edge releases
     python benchmarks/runtime_agreement.py --versions 0.18.9
 
 One probe child per configuration (the line is printed once per process), one optimizer step, SFTRL_PATCHES_REPORT
@@ -25,7 +25,7 @@ import deepspeed_sweep  # noqa: E402
 from sftrl_patches.probes import launch_command  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
-DEFAULT_VERSIONS = ("0.17.6", "0.18.4", "0.19.8")
+DEFAULT_VERSIONS = deepspeed_sweep.EDGES  # where the records change: the releases the grid runs
 
 
 def runtime_verdicts(point, version, timeout=600):
