@@ -389,8 +389,9 @@ def _why(point, version, cells):
     if "error" in cell["unpatched"]:
         return "crash: " + cell["unpatched"]["error"].split(":")[0]
     text = ", ".join(sorted(verdicts(point, version)[0]))
-    if not cell["patched"]["right"] and documented(point, version):
-        return f"{text}; with the patches, {DOCUMENTED_NAME}" if text else DOCUMENTED_NAME
+    precision = not cell["patched"]["right"] and documented(point, version)
+    if precision:
+        return f"{text}; with the patches, {precision}" if text else precision
     return text or "none"
 
 

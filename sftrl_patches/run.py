@@ -243,7 +243,7 @@ def deepspeed_config(config, where):
 # DeepSpeed's `optimizer` block types it builds FusedAdam for without offload, and the 1-bit ones its fp16 path treats
 # alike (engine._configure_fp16_optimizer: FP16_Optimizer for these, FP16_UnfusedOptimizer for any other optimizer).
 _FUSED_TYPES = {"adam", "adamw"}
-_FP16_OPTIMIZER_TYPES = {"onebitadam", "zerooneadam"}
+FP16_OPTIMIZER_TYPES = {"onebitadam", "zerooneadam"}
 
 
 def block_is_fused_adam(block, offload_device, where):
@@ -253,7 +253,7 @@ def block_is_fused_adam(block, offload_device, where):
     if not isinstance(kind, str) or kind.strip().lower() == "auto":
         return None
     kind = kind.strip().lower()
-    if kind in _FP16_OPTIMIZER_TYPES:
+    if kind in FP16_OPTIMIZER_TYPES:
         return True
     if kind not in _FUSED_TYPES:
         return False

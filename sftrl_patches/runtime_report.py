@@ -150,12 +150,13 @@ def _engine_facts(builder, engine):
 def _fused_adam(engine):
     """Whether DeepSpeed treats this engine's optimizer as its FusedAdam: the fp16 wrapper it built says so, else
     the optimizer it wrapped (engine._configure_fp16_optimizer's test: FusedAdam, or a 1-bit Adam block)."""
-    built = {cls.__name__ for cls in type(engine.optimizer).__mro__}
-    if built & {"FP16_Optimizer", "FP16_UnfusedOptimizer"}:
-        return "FP16_Optimizer" in built
+    from .patches.deepspeed_loss_scale import is_fp16_wrapper
+    from .run import FP16_OPTIMIZER_TYPES
+    if is_fp16_wrapper(engine.optimizer):
+        return any(cls.__name__ == "FP16_Optimizer" for cls in type(engine.optimizer).__mro__)
     basic = getattr(engine, "basic_optimizer", None)
     return (any(cls.__name__ == "FusedAdam" for cls in type(basic).__mro__)
-            or str(engine.optimizer_name()).lower() in ("onebitadam", "zerooneadam"))
+            or str(engine.optimizer_name()).lower() in FP16_OPTIMIZER_TYPES)
 
 
 def _openrlhf_facts(builder, trainer, kind):
