@@ -260,10 +260,12 @@ def block_is_fused_adam(block, offload_device, where):
     params = block.get("params") or {}
     if not isinstance(params, dict):
         raise InputError(f"{where}: optimizer.params: expected a mapping, got {params!r}")
-    torch_adam = as_bool(params.get("torch_adam", False), f"{where}: optimizer.params.torch_adam")
-    if torch_adam:
+    torch_adam = params.get("torch_adam", False)
+    if isinstance(torch_adam, str) and torch_adam.strip().lower() == "auto":
+        return None  # whoever fills it in decides
+    if torch_adam:  # DeepSpeed tests the raw value (`if torch_adam:`): published configs write "torch_impl"
         return False  # torch's Adam, not DeepSpeed's
-    if torch_adam is None or offload_device is None:
+    if offload_device is None:
         return None
     return offload_device == "none"  # with offload DeepSpeed builds its CPU Adam instead
 

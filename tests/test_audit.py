@@ -415,6 +415,23 @@ def test_zero0_bf16_with_deepspeeds_fused_adam_is_not_hit_by_the_unapplied_scale
     assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit"
 
 
+def test_torch_adam_is_read_as_deepspeed_reads_it_not_refused(tmp_path, capsys):
+    # A published ZeRO-3 config writes "torch_adam": "torch_impl"; DeepSpeed tests the value's truth (torch's Adam),
+    # so the audit must not refuse it as "expected true or false"
+    published = {"bf16": {"enabled": True}, "zero_optimization": {"stage": 3, "overlap_comm": True},
+                 "optimizer": {"type": "adam", "params": {"lr": "auto", "torch_adam": "torch_impl",
+                                                          "adam_w_mode": True}},
+                 "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"}
+    code, report, _ = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "8", "--trainer", "transformers",
+                                  "--config", write(tmp_path, "ds_z3.json", json.dumps(published))], capsys)
+    assert report["run"]["fused_adam"] is False
+    published["zero_optimization"] = {"stage": 0}  # the same block at ZeRO-0: torch's Adam gets the unfused wrapper
+    _, report, findings = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "1", "--trainer",
+                                      "transformers", "--config", write(tmp_path, "ds_z0.json", json.dumps(published))],
+                                     capsys)
+    assert findings["deepspeed-loss-scale-unapplied"]["verdict"] == "hit"
+
+
 def test_a_plain_deepspeed_scripts_own_optimizer_is_unknown_where_it_decides(tmp_path, capsys):
     config = write(tmp_path, "ds_z0.json", json.dumps(Z0_BF16))
     _, report, findings = audit_json(["--versions", "deepspeed==0.18.4", "--world-size", "1", "--trainer",
